@@ -1,0 +1,63 @@
+"""Glue for tasks.py: one console, settings from flags, domain errors turned into exits."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from invoke.exceptions import Exit
+from rich.console import Console
+from rich.logging import RichHandler
+
+from inferbox import PROJECT_ROOT
+from inferbox.config import Settings, build_settings
+from inferbox.errors import InferboxError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def settings(**flags: Any) -> Settings:
+    """Settings from versions.toml and the task's flags (an explicit flag wins)."""
+    return build_settings(PROJECT_ROOT, **flags)
+
+
+def setup_logging(state_dir: os.PathLike[str] | None = None, *, verbose: bool = False) -> None:
+    """Commands are always logged to .inferbox/inferbox.log; on stderr with --verbose."""
+    root = logging.getLogger("inferbox")
+    if root.handlers:
+        return
+    root.setLevel(logging.INFO)
+    handler = RichHandler(console=err_console, show_path=False, show_time=False)
+    handler.setLevel(logging.INFO if verbose else logging.WARNING)
+    root.addHandler(handler)
+    if state_dir is not None:
+        os.makedirs(state_dir, exist_ok=True)
+        file_handler = logging.FileHandler(os.path.join(state_dir, "inferbox.log"))
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        root.addHandler(file_handler)
+
+
+@contextmanager
+def exit_on_error() -> Iterator[None]:
+    """Turn a domain error into a clean, non-zero exit with its message (and table, if any)."""
+    try:
+        yield
+    except InferboxError as exc:
+        table = getattr(exc, "table", None)
+        if table is not None:
+            err_console.print(table)
+        err_console.print("[bold red]error:[/]", str(exc), highlight=False, soft_wrap=True)
+        raise Exit(code=1) from None
+
+
+def with_event_log(settings: Settings) -> Settings:
+    from dataclasses import replace
+
+    return replace(settings, event_log=settings.state_dir / "bootstrap-events.jsonl")
+
+
+__all__ = ["Exit", "console", "err_console", "exit_on_error", "settings", "setup_logging", "with_event_log"]

@@ -1,0 +1,167 @@
+"""The platform's phases: which chart, in which namespace, after what, checked how.
+
+Chart coordinates and versions come from versions.toml; values from helm-values/. The
+expected durations are the budget a phase typically needs on a laptop kind cluster with a
+warm image cache (see README "Install plan"); they drive the critical-path estimate and are
+replaced by measured durations when an event log is given to bench/plan_bench.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from inferbox.config import ChartPin, Settings
+from inferbox.errors import ConfigError
+from inferbox.plan import CheckKind, ClusterStep, HealthCheck, Phase, Plan, PreStep
+from inferbox.tools.helm import ChartSource
+
+CRD = CheckKind.CRD_ESTABLISHED
+DEPLOY = CheckKind.DEPLOYMENT_AVAILABLE
+DAEMONSET = CheckKind.DAEMONSET_READY
+STATEFULSET = CheckKind.STATEFULSET_READY
+WEBHOOK = CheckKind.WEBHOOK_READY
+
+GPU_NAMESPACE = "nvidia-gpu"
+KSERVE_NAMESPACE = "kserve"
+KSERVE_WEBHOOK_SERVICE = "kserve-webhook-server-service"
+
+
+def _probe(api_version: str, kind: str, namespace: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A minimal object a webhook must admit in a server-side dry run (nothing is stored)."""
+    return {"apiVersion": api_version, "kind": kind,
+            "metadata": {"name": "inferbox-webhook-probe", "namespace": namespace}, **spec}
+
+
+def _source(pin: ChartPin, override: Path | None) -> tuple[ChartSource, str, str]:
+    """(source, chart name, chart version) for a pin, or for a local chart folder overriding it."""
+    if override is not None:
+        # A local chart folder (tests, air-gapped installs): no repository, no version flag;
+        # name and version are the folder's own, as helm will record them.
+        try:
+            meta = yaml.safe_load((override / "Chart.yaml").read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(str(override / "Chart.yaml"), [("<file>", str(exc))]) from exc
+        return ChartSource(chart=str(override), version=None), str(meta["name"]), str(meta["version"])
+    name = pin.chart.rstrip("/").rsplit("/", 1)[-1]
+    return ChartSource(chart=pin.chart, version=pin.version, repo=pin.repo), name, pin.version
+
+
+def build_plan(settings: Settings, *, gpu: bool) -> Plan:
+    """The full plan for these settings; ``gpu`` is the resolved --gpu mode."""
+    charts = settings.versions.charts
+    values_dir = settings.root / "helm-values"
+
+    def phase(name: str, chart_key: str, namespace: str, **kwargs: Any) -> Phase:
+        values = values_dir / f"{name}.yaml"
+        source, chart_name, chart_version = _source(charts.by_key(chart_key), settings.chart_overrides.get(name))
+        return Phase(name=name, release=kwargs.pop("release", name), namespace=namespace, chart_key=chart_key,
+                     chart=source, chart_name=chart_name, chart_version=chart_version,
+                     values_file=values if values.is_file() else None, **kwargs)
+
+    phases = [
+        phase("cert-manager", "cert-manager", "cert-manager", timeout_s=300, expected_s=60, checks=(
+            HealthCheck(CRD, "certificates.cert-manager.io"),
+            HealthCheck(CRD, "issuers.cert-manager.io"),
+            HealthCheck(CRD, "clusterissuers.cert-manager.io"),
+            HealthCheck(DEPLOY, "cert-manager", "cert-manager"),
+            HealthCheck(DEPLOY, "cert-manager-cainjector", "cert-manager"),
+            HealthCheck(DEPLOY, "cert-manager-webhook", "cert-manager"),
+            HealthCheck(WEBHOOK, "cert-manager-webhook", "cert-manager", probe=_probe(
+                "cert-manager.io/v1", "Issuer", "cert-manager", {"spec": {"selfSigned": {}}})),
+        )),
+        phase("istio-base", "istio-base", "istio-system", depends_on=("cert-manager",),
+              timeout_s=120, expected_s=10, checks=(
+            HealthCheck(CRD, "peerauthentications.security.istio.io"),
+            HealthCheck(CRD, "requestauthentications.security.istio.io"),
+            HealthCheck(CRD, "authorizationpolicies.security.istio.io"),
+            HealthCheck(CRD, "virtualservices.networking.istio.io"),
+            HealthCheck(CRD, "gateways.networking.istio.io"),
+        )),
+        phase("istiod", "istiod", "istio-system", depends_on=("istio-base",), timeout_s=300, expected_s=45, checks=(
+            HealthCheck(DEPLOY, "istiod", "istio-system"),
+            HealthCheck(WEBHOOK, "istiod", "istio-system", probe=_probe(
+                "security.istio.io/v1", "PeerAuthentication", "istio-system", {"spec": {"mtls": {"mode": "STRICT"}}})),
+        )),
+        phase("istio-ingressgateway", "istio-gateway", "istio-ingress", depends_on=("istiod",),
+              timeout_s=300, expected_s=30, checks=(
+            HealthCheck(DEPLOY, "istio-ingressgateway", "istio-ingress"),
+        )),
+        phase("kserve-crd", "kserve-crd", KSERVE_NAMESPACE, depends_on=("cert-manager", "istiod"),
+              timeout_s=120, expected_s=10, checks=(
+            HealthCheck(CRD, "inferenceservices.serving.kserve.io"),
+            HealthCheck(CRD, "servingruntimes.serving.kserve.io"),
+            HealthCheck(CRD, "clusterservingruntimes.serving.kserve.io"),
+            HealthCheck(CRD, "inferencegraphs.serving.kserve.io"),
+            HealthCheck(CRD, "trainedmodels.serving.kserve.io"),
+        )),
+        phase("kserve", "kserve", KSERVE_NAMESPACE, depends_on=("kserve-crd",), timeout_s=420, expected_s=75,
+              pre_steps=(PreStep.CLEANUP_ORPHANED_WEBHOOKS,), webhook_service=KSERVE_WEBHOOK_SERVICE,
+              # "Standard" is 0.16+'s name for RawDeployment; "Knative" for Serverless.
+              set_values={"kserve.controller.deploymentMode": "Knative" if settings.knative else "Standard"},
+              checks=(
+            HealthCheck(DEPLOY, "kserve-controller-manager", KSERVE_NAMESPACE),
+            HealthCheck(WEBHOOK, KSERVE_WEBHOOK_SERVICE, KSERVE_NAMESPACE, probe=_probe(
+                "serving.kserve.io/v1beta1", "InferenceService", KSERVE_NAMESPACE,
+                {"spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"},
+                                                  "storageUri": "gs://kfserving-examples/models/sklearn/1.0/model"}}}})),
+        )),
+        phase("kserve-runtimes", "kserve-runtime-configs", KSERVE_NAMESPACE, release="kserve-runtime-configs",
+              depends_on=("kserve",), timeout_s=120, expected_s=10, checks=(
+            # The runtimes the model catalog uses; admitted through KServe's webhook.
+            HealthCheck(CheckKind.RESOURCE_EXISTS, "kserve-sklearnserver", api_version="serving.kserve.io/v1alpha1",
+                        resource_kind="ClusterServingRuntime"),
+            HealthCheck(CheckKind.RESOURCE_EXISTS, "kserve-huggingfaceserver",
+                        api_version="serving.kserve.io/v1alpha1", resource_kind="ClusterServingRuntime"),
+        )),
+    ]
+    if settings.knative:
+        phases.append(phase(
+            "knative-serving", "knative-operator", "knative-operator", release="knative-operator",
+            depends_on=("istiod",), timeout_s=600, expected_s=120,
+            manifests=("knative-serving.yaml.j2",), checks=(
+                HealthCheck(DEPLOY, "knative-operator", "knative-operator"),
+                HealthCheck(DEPLOY, "operator-webhook", "knative-operator"),
+                HealthCheck(CheckKind.CONDITION_READY, "knative-serving", "knative-serving",
+                            api_version="operator.knative.dev/v1beta1", resource_kind="KnativeServing"),
+            )))
+        # KServe's Serverless mode needs Knative up before the controller starts.
+        phases = [_with_dependency(p, "knative-serving") if p.name == "kserve" else p for p in phases]
+    if settings.monitoring:
+        phases.append(phase(
+            "monitoring", "kube-prometheus-stack", "monitoring", release="kube-prometheus-stack",
+            timeout_s=600, expected_s=150, checks=(
+                HealthCheck(CRD, "podmonitors.monitoring.coreos.com"),
+                HealthCheck(CRD, "servicemonitors.monitoring.coreos.com"),
+                HealthCheck(CRD, "prometheusrules.monitoring.coreos.com"),
+                HealthCheck(DEPLOY, "kube-prometheus-stack-operator", "monitoring"),
+                HealthCheck(DEPLOY, "kube-prometheus-stack-grafana", "monitoring"),
+                HealthCheck(DEPLOY, "kube-prometheus-stack-kube-state-metrics", "monitoring"),
+                HealthCheck(STATEFULSET, "prometheus-kube-prometheus-stack-prometheus", "monitoring"),
+            )))
+    if gpu:
+        phases.append(phase(
+            "gpu-device-plugin", "nvidia-device-plugin", GPU_NAMESPACE, release="nvidia-device-plugin",
+            timeout_s=300, expected_s=40, checks=(
+                HealthCheck(DAEMONSET, "nvidia-device-plugin", GPU_NAMESPACE),
+            )))
+        phases.append(phase(
+            "dcgm-exporter", "dcgm-exporter", GPU_NAMESPACE, release="dcgm-exporter",
+            # Its ServiceMonitor needs the prometheus-operator CRDs.
+            depends_on=("gpu-device-plugin", *(("monitoring",) if settings.monitoring else ())),
+            set_values={"serviceMonitor.enabled": "true" if settings.monitoring else "false"},
+            timeout_s=300, expected_s=60, checks=(
+                HealthCheck(DAEMONSET, "dcgm-exporter", GPU_NAMESPACE),
+            )))
+    cluster = ClusterStep(provider=settings.provider.value, name=settings.cluster_name,
+                          context=settings.kube_context, node_image=settings.versions.kubernetes.kind_node_image,
+                          gpu=gpu)
+    return Plan(cluster=cluster, phases=tuple(phases))
+
+
+def _with_dependency(phase: Phase, dependency: str) -> Phase:
+    return replace(phase, depends_on=(*phase.depends_on, dependency))

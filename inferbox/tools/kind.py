@@ -1,0 +1,35 @@
+"""The kind CLI, wrapped once."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from inferbox.runner import Command, Runner
+
+
+class Kind:
+    def __init__(self, runner: Runner, binary: str = "kind") -> None:
+        self.runner = runner
+        self.binary = binary
+
+    def version(self) -> str:
+        out = self.runner.run(Command((self.binary, "version"), timeout=30, mutating=False)).stdout
+        match = re.search(r"v\d+\.\d+\.\d+\S*", out)
+        return match.group(0) if match else out.strip()
+
+    def clusters(self) -> list[str]:
+        out = self.runner.run(Command((self.binary, "get", "clusters"), timeout=60, mutating=False)).stdout
+        return [line.strip() for line in out.splitlines() if line.strip() and "no kind clusters" not in line]
+
+    def create_cluster(self, name: str, config: Path, image: str, *, wait_s: int = 300) -> None:
+        argv = (self.binary, "create", "cluster", "--name", name, "--config", str(config),
+                "--image", image, "--wait", f"{wait_s}s")
+        # Cluster creation is not retried: a half-made cluster must be deleted first.
+        self.runner.run(Command(argv, timeout=wait_s + 300, retry_transient=False))
+
+    def delete_cluster(self, name: str) -> None:
+        self.runner.run(Command((self.binary, "delete", "cluster", "--name", name), timeout=300))
+
+    def export_logs(self, name: str, folder: Path) -> None:
+        self.runner.run(Command((self.binary, "export", "logs", str(folder), "--name", name), timeout=300))

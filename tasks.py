@@ -1,0 +1,127 @@
+"""inferbox tasks. Each task parses its flags and calls one function of the inferbox package.
+
+Run `invoke --list` for the tasks and `invoke --help <task>` for a task's flags.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from invoke import Collection, Context, task
+
+from inferbox import cli
+
+CLUSTER_HELP = {
+    "provider": "kind (default), minikube, or existing (a kubeconfig context; nothing is created or deleted)",
+    "cluster_name": "cluster (kind) or profile (minikube) name; default inferbox",
+    "context": "kubeconfig context to use (required with --provider existing)",
+    "gpu": "auto (default: GPU phases when the doctor finds a usable NVIDIA GPU stack), on, or off",
+    "knative": "also install Knative Serving (KServe Serverless mode, scale to zero)",
+    "monitoring": "install Prometheus/Grafana (default on; --no-monitoring to skip)",
+    "verbose": "log every command on stderr",
+}
+
+
+@task(help={"minikube": "also install minikube", "verbose": CLUSTER_HELP["verbose"]})
+def tools(c: Context, minikube: bool = False, verbose: bool = False) -> None:
+    """Install the pinned kind, helm and kubectl into .inferbox/bin (sha256-verified)."""
+    from inferbox import toolinstall
+
+    with cli.exit_on_error():
+        settings = cli.settings()
+        cli.setup_logging(settings.state_dir, verbose=verbose)
+        cli.console.print(toolinstall.outcomes_table(toolinstall.install_tools(settings, minikube=minikube)))
+
+
+@task(help={k: CLUSTER_HELP[k] for k in ("provider", "gpu", "verbose")})
+def doctor(c: Context, provider: str | None = None, gpu: str | None = None, verbose: bool = False) -> None:
+    """Preflight: Docker, tool versions, CPU/memory/disk, inotify limits, GPU; exits 1 on a blocker."""
+    from inferbox import app
+    from inferbox import doctor as preflight
+
+    with cli.exit_on_error():
+        settings = cli.settings(provider=provider, gpu=gpu)
+        cli.setup_logging(settings.state_dir, verbose=verbose)
+        checks, _ = app.run_doctor(settings, app.make_runner(settings))
+        cli.console.print(preflight.checks_table(checks))
+        if preflight.blocking_failures(checks):
+            raise cli.Exit("doctor: blocking problems found (see the fix column)", code=1)
+
+
+@task(help={**{k: CLUSTER_HELP[k] for k in ("provider", "cluster_name", "context", "gpu", "knative", "monitoring")},
+            "json": "print the plan as JSON instead of a table"})
+def plan(c: Context, provider: str | None = None, cluster_name: str | None = None, context: str | None = None,
+         gpu: str | None = None, knative: bool = False, monitoring: bool = True, json: bool = False) -> None:
+    """Print the install plan: phases, parallel waves, pinned versions and health waits."""
+    from inferbox import app
+
+    with cli.exit_on_error():
+        settings = cli.settings(provider=provider, cluster_name=cluster_name, context=context, gpu=gpu,
+                             knative=knative, monitoring=monitoring)
+        app.show_plan(settings, cli.console, as_json=json)
+
+
+@task(help={**CLUSTER_HELP,
+            "dry_run": "print every command (and wait) in order instead of running anything",
+            "events": "write the JSON-lines event log here (default .inferbox/bootstrap-events.jsonl)",
+            "skip_doctor": "do not run the preflight checks first"})
+def bootstrap(c: Context, provider: str | None = None, cluster_name: str | None = None, context: str | None = None,
+              gpu: str | None = None, knative: bool = False, monitoring: bool = True, dry_run: bool = False,
+              events: str | None = None, skip_doctor: bool = False, verbose: bool = False) -> None:
+    """Create the cluster and install the platform, phase by phase, with health waits."""
+    from inferbox import app
+
+    with cli.exit_on_error():
+        settings = cli.settings(provider=provider, cluster_name=cluster_name, context=context, gpu=gpu,
+                             knative=knative, monitoring=monitoring, dry_run=dry_run,
+                             event_log=Path(events) if events else None)
+        if settings.event_log is None and not dry_run:
+            settings = cli.with_event_log(settings)
+        cli.setup_logging(settings.state_dir, verbose=verbose)
+        result = app.bootstrap(settings, cli.console, skip_doctor=skip_doctor)
+        for line in result.transcript:
+            print(line)
+
+
+@task(help={k: CLUSTER_HELP[k] for k in ("provider", "cluster_name", "context", "gpu", "knative", "monitoring")})
+def status(c: Context, provider: str | None = None, cluster_name: str | None = None, context: str | None = None,
+           gpu: str | None = None, knative: bool = False, monitoring: bool = True) -> None:
+    """Show installed phases, live chart versions against the pins (drift in red) and readiness."""
+    from inferbox import app
+
+    with cli.exit_on_error():
+        settings = cli.settings(provider=provider, cluster_name=cluster_name, context=context, gpu=gpu,
+                             knative=knative, monitoring=monitoring)
+        app.status(settings, cli.console)
+
+
+@task(help={**{k: CLUSTER_HELP[k] for k in ("provider", "cluster_name", "context", "knative", "verbose")},
+            "keep_cluster": "uninstall the releases but keep the kind/minikube cluster",
+            "dry_run": "print the commands instead of running them"})
+def teardown(c: Context, provider: str | None = None, cluster_name: str | None = None, context: str | None = None,
+             knative: bool = False, keep_cluster: bool = False, dry_run: bool = False, verbose: bool = False) -> None:
+    """Uninstall the platform in reverse order and delete the cluster inferbox created."""
+    from inferbox import app
+
+    with cli.exit_on_error():
+        settings = cli.settings(provider=provider, cluster_name=cluster_name, context=context, knative=knative,
+                             dry_run=dry_run)
+        cli.setup_logging(settings.state_dir, verbose=verbose)
+        runner = app.make_runner(settings)
+        app.teardown(settings, cli.console, keep_cluster=keep_cluster, runner=runner)
+        if dry_run:
+            for line in runner.lines():  # type: ignore[attr-defined]
+                print(line)
+
+
+@task(help={"fix": "apply ruff's fixes and formatting instead of only checking"})
+def check(c: Context, fix: bool = False) -> None:
+    """Run ruff (lint) and the whole test suite; reports every failure."""
+    results = []
+    results.append(c.run(f"ruff check {'--fix ' if fix else ''}.", warn=True).ok)
+    results.append(c.run("python -m pytest", warn=True, pty=False).ok)
+    if not all(results):
+        raise cli.Exit("check failed", code=1)
+
+
+namespace = Collection(tools, doctor, plan, bootstrap, status, teardown, check)

@@ -1,0 +1,51 @@
+"""Shared test setup: the project root, settings built from the real versions.toml, goldens."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from inferbox import PROJECT_ROOT
+from inferbox.config import Settings, build_settings
+
+GOLDEN_DIR = Path(__file__).parent / "golden"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-goldens", action="store_true", help="rewrite golden files from current output")
+
+
+@pytest.fixture
+def root() -> Path:
+    return PROJECT_ROOT
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: object) -> Settings:
+        overrides.setdefault("state_dir", tmp_path / "state")
+        overrides.setdefault("bin_dir", tmp_path / "bin")
+        return build_settings(PROJECT_ROOT, **overrides)
+
+    return make
+
+
+@pytest.fixture
+def golden(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
+    """Compare text with tests/golden/<name>; --update-goldens rewrites it (review the diff)."""
+    update = request.config.getoption("--update-goldens") or os.environ.get("INFERBOX_UPDATE_GOLDENS") == "1"
+
+    def check(name: str, actual: str) -> None:
+        path = GOLDEN_DIR / name
+        if update or not path.exists():
+            if not update:
+                pytest.fail(f"golden {path} missing: run pytest --update-goldens and review it")
+            path.write_text(actual)
+            return
+        expected = path.read_text()
+        assert actual == expected, f"output differs from golden {path.name} (pytest --update-goldens to accept)"
+
+    return check
