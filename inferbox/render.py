@@ -22,6 +22,8 @@ class Renderer:
             loader=jinja2.FileSystemLoader(str(templates)),
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
             autoescape=False,  # YAML, not HTML
         )
         self.env.filters["to_yaml"] = lambda value: yaml.safe_dump(value, default_flow_style=True).strip()

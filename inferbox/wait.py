@@ -274,13 +274,14 @@ def container_state(cs: dict[str, Any]) -> str:
     state = cs.get("state") or {}
     restarts = cs.get("restartCount", 0)
     suffix = f" (restarts {restarts})" if restarts else ""
-    if state.get("waiting"):
+    # A present-but-empty state ({"running": {}}) is valid: test for None, not truthiness.
+    if state.get("waiting") is not None:
         w = state["waiting"]
         return f"waiting {w.get('reason', '')}: {w.get('message') or ''}".rstrip(": ") + suffix
-    if state.get("terminated"):
+    if state.get("terminated") is not None:
         t = state["terminated"]
         return f"terminated {t.get('reason', '')} exit {t.get('exitCode')}".strip() + suffix
-    if state.get("running"):
+    if state.get("running") is not None:
         return "running, not ready (readiness probe failing)" + suffix
     return "unknown state" + suffix
 
