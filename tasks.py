@@ -114,6 +114,19 @@ def teardown(c: Context, provider: str | None = None, cluster_name: str | None =
                 print(line)
 
 
+@task(help={"build_only": "build (or find cached) binaries and stop there",
+            "once": "start, print the cluster summary, then stop (no waiting for Ctrl-C)",
+            "crds": "folder of CRD manifests to install (default ../shared/crds when present)"})
+def testenv(c: Context, build_only: bool = False, once: bool = False, crds: str | None = None) -> None:
+    """The embedded local target: a real control plane with simulated CPU/GPU nodes, no Docker."""
+    from inferbox import embedded
+
+    with cli.exit_on_error():
+        settings = cli.settings()
+        embedded.run(settings, cli.console, build_only=build_only, once=once,
+                     crds=[Path(crds)] if crds else None)
+
+
 @task(help={"fix": "apply ruff's fixes and formatting instead of only checking"})
 def check(c: Context, fix: bool = False) -> None:
     """Run ruff (lint) and the whole test suite; reports every failure."""
@@ -124,4 +137,4 @@ def check(c: Context, fix: bool = False) -> None:
         raise cli.Exit("check failed", code=1)
 
 
-namespace = Collection(tools, doctor, plan, bootstrap, status, teardown, check)
+namespace = Collection(tools, doctor, plan, bootstrap, status, teardown, testenv, check)

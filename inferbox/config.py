@@ -144,9 +144,15 @@ class TestenvPin(_Strict):
     staging_modules: Version = Field(description="k8s.io/<staging> release matching kubernetes_module")
     etcd_module: str
     etcd_version: Version
+    kwok_module: str
     kwok_version: Version
     kubectl_layer_npm: str
     kubectl_layer_version: Version
+
+
+class LintPin(_Strict):
+    actionlint_module: str
+    actionlint_version: Version
 
 
 class Versions(_Strict):
@@ -155,7 +161,8 @@ class Versions(_Strict):
     tools: Tools
     charts: Charts
     knative: KnativePin
-    testenv: TestenvPin | None = None
+    testenv: TestenvPin
+    lint: LintPin
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

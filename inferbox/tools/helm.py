@@ -71,8 +71,8 @@ class Helm:
         return self.runner.run(cmd).stdout.strip()
 
     def release(self, name: str, namespace: str) -> Release | None:
-        """The release in any state (``--all`` includes pending and failed), or None."""
-        args = ["list", "--namespace", namespace, "--all", "--filter", f"^{name}$", "--output", "json"]
+        """The release in any state, or None (Helm 4 lists pending and failed releases by default)."""
+        args = ["list", "--namespace", namespace, "--filter", f"^{name}$", "--output", "json"]
         out = self.runner.run(self._command(args)).stdout.strip()
         for item in json.loads(out or "[]"):
             if item.get("name") == name:
@@ -82,7 +82,7 @@ class Helm:
         return None
 
     def releases(self) -> list[Release]:
-        out = self.runner.run(self._command(["list", "--all-namespaces", "--all", "--output", "json"])).stdout
+        out = self.runner.run(self._command(["list", "--all-namespaces", "--output", "json"])).stdout
         return [Release(name=i["name"], namespace=i["namespace"], revision=int(i.get("revision", 0)),
                         status=i.get("status", ""), chart=i.get("chart", ""), app_version=i.get("app_version", ""))
                 for i in json.loads(out.strip() or "[]")]

@@ -1,0 +1,67 @@
+"""Benchmark of the hermetic test control plane (inferbox.testenv).
+
+Prints the cold build time recorded in the build's stamp file, then starts
+and stops the control plane ``--runs`` times and prints the median warm
+start time (all components healthy and the fake nodes Ready) and stop time.
+
+    python bench/testenv_bench.py [--runs 3] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from inferbox.testenv import ControlPlane, find_binaries, load_pins  # noqa: E402 - after the path set-up
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    args = parser.parse_args()
+
+    binaries = find_binaries(load_pins(ROOT / "versions.toml"))
+    if binaries is None:
+        print("testenv binaries not built: run `python -m inferbox.testenv build` first", file=sys.stderr)
+        return 2
+
+    starts, stops = [], []
+    for _ in range(args.runs):
+        cp = ControlPlane(binaries)
+        cp.start()
+        starts.append(cp.started_in or 0.0)
+        t0 = time.monotonic()
+        cp.stop()
+        stops.append(time.monotonic() - t0)
+
+    stamp = binaries.stamp
+    result = {
+        "cold_build_s": round(stamp["build_seconds"], 1),
+        "cold_build_steps_s": {k: round(v, 1) for k, v in stamp["step_seconds"].items()},
+        "warm_start_median_s": round(statistics.median(starts), 2),
+        "warm_start_runs_s": [round(s, 2) for s in starts],
+        "stop_median_s": round(statistics.median(stops), 2),
+        "stop_runs_s": [round(s, 2) for s in stops],
+        "go": stamp.get("go_version"),
+        "jobs": stamp.get("jobs"),
+    }
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"cold build (from stamp, {result['jobs']} jobs): {result['cold_build_s']} s "
+          f"{result['cold_build_steps_s']}")
+    print(f"warm start, median of {args.runs}: {result['warm_start_median_s']} s  {result['warm_start_runs_s']}")
+    print(f"stop, median of {args.runs}: {result['stop_median_s']} s  {result['stop_runs_s']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

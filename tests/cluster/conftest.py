@@ -1,0 +1,105 @@
+"""Fixtures for tests against the hermetic control plane (inferbox.testenv).
+
+The binaries take several minutes to build the first time, so a test run
+does not build them unasked: without a cached build the cluster tests skip
+and say how to get one (``python -m inferbox.testenv build``, or
+INFERBOX_TESTENV_BUILD=1 to build here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from inferbox import PROJECT_ROOT
+from inferbox.testenv import BinarySet, ControlPlane, ensure_binaries, find_binaries, load_pins
+from inferbox.testenv.build import build_digest, default_cache_dir
+from inferbox.testenv.waiting import wait_for
+
+SHARED_CRDS = PROJECT_ROOT.parent / "shared" / "crds"
+
+
+@pytest.fixture(scope="session")
+def testenv_binaries() -> BinarySet:
+    pins = load_pins(PROJECT_ROOT / "versions.toml")
+    if found := find_binaries(pins):
+        return found
+    if os.environ.get("INFERBOX_TESTENV_BUILD") != "1":
+        pytest.skip(
+            f"testenv binaries not built (pins digest {build_digest(pins)}, cache {default_cache_dir()}): "
+            "run `python -m inferbox.testenv build` (several minutes, once) or set INFERBOX_TESTENV_BUILD=1"
+        )
+    return ensure_binaries(pins, log=lambda msg: print(f"[testenv] {msg}"))
+
+
+@pytest.fixture(scope="session")
+def control_plane(testenv_binaries: BinarySet) -> Iterator[ControlPlane]:
+    with ControlPlane(testenv_binaries) as cp:
+        yield cp
+
+
+@pytest.fixture(scope="session")
+def api(control_plane: ControlPlane) -> Iterator[client.ApiClient]:
+    api_client = control_plane.api_client()
+    yield api_client
+    api_client.close()
+
+
+@pytest.fixture(scope="session")
+def core(api: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(api)
+
+
+@pytest.fixture(scope="session")
+def crds_installed(control_plane: ControlPlane) -> object:
+    """The upstream CRDs from ../shared/crds, installed once per session."""
+    if not SHARED_CRDS.is_dir():
+        pytest.skip(f"{SHARED_CRDS} not found: the upstream CRDs live beside the checkout, in ../shared/crds")
+    return control_plane.install_crds(SHARED_CRDS)
+
+
+def create_namespace(core: client.CoreV1Api, prefix: str = "t") -> str:
+    """A fresh namespace whose default ServiceAccount exists (pods need it to be admitted)."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    wait_for(lambda: core.list_namespaced_service_account(name, field_selector="metadata.name=default").items,
+             timeout=30, what=f"ServiceAccount {name}/default (KCM serviceaccount controller)")
+    return name
+
+
+@pytest.fixture
+def make_namespace(core: client.CoreV1Api) -> Iterator[Callable[[str], str]]:
+    """Factory of fresh namespaces, deleted after the test."""
+    made: list[str] = []
+
+    def make(prefix: str = "t") -> str:
+        made.append(create_namespace(core, prefix))
+        return made[-1]
+
+    yield make
+    for name in made:
+        with contextlib.suppress(client.ApiException):
+            core.delete_namespace(name)
+
+
+@pytest.fixture
+def namespace(make_namespace: Callable[[str], str]) -> str:
+    return make_namespace("t")
+
+
+@pytest.fixture
+def tmp_chart(tmp_path: Path) -> Path:
+    """A minimal Helm chart with one ConfigMap, for helm install/list tests."""
+    chart = tmp_path / "demo"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: demo\nversion: 0.1.0\n")
+    (chart / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\ndata:\n  hello: world\n"
+    )
+    return chart

@@ -1,0 +1,181 @@
+"""The bootstrap machinery for real: helm phases, skip/upgrade/recovery and health waits against
+the hermetic control plane, with the fixture charts in tests/fixtures/charts (the upstream charts
+cannot be downloaded on the project's machines)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from inferbox.errors import PhaseFailed, WaitTimeout
+from inferbox.events import EventLog
+from inferbox.install import Outcome, PhaseInstaller, execute
+from inferbox.k8s import Kube, ObjectRef
+from inferbox.plan import CheckKind, ClusterStep, HealthCheck, Phase, Plan, PreStep
+from inferbox.render import Renderer
+from inferbox.runner import ShellRunner
+from inferbox.testenv import ControlPlane
+from inferbox.tools.helm import ChartSource, Helm
+from inferbox.wait import Deadline, Waiter, is_ready_now
+
+pytestmark = pytest.mark.cluster
+
+CHARTS = Path(__file__).resolve().parent.parent / "fixtures" / "charts"
+CLUSTER = ClusterStep("existing", "testenv", "testenv", "-", gpu=True)
+
+
+def chart_phase(chart: str, namespace: str, *, release: str | None = None, values: dict | None = None,
+                tmp_path: Path, depends_on: tuple[str, ...] = (), checks: tuple[HealthCheck, ...] = (),
+                timeout_s: int = 60, **kwargs: object) -> Phase:
+    meta = yaml.safe_load((CHARTS / chart / "Chart.yaml").read_text())
+    values_file = tmp_path / f"{release or chart}-values.yaml"
+    values_file.write_text(yaml.safe_dump(values or {}))
+    return Phase(name=release or chart, release=release or chart, namespace=namespace, chart_key=chart,
+                 chart=ChartSource(str(CHARTS / chart), None), chart_name=meta["name"],
+                 chart_version=meta["version"], values_file=values_file, depends_on=depends_on, checks=checks,
+                 timeout_s=timeout_s, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def kube(control_plane: ControlPlane) -> Kube:
+    return Kube.connect(kubeconfig=control_plane.kubeconfig)
+
+
+@pytest.fixture
+def helm(control_plane: ControlPlane, testenv_binaries) -> Helm:
+    return Helm(ShellRunner(), str(testenv_binaries.helm), kubeconfig=control_plane.kubeconfig)
+
+
+@pytest.fixture
+def installer(helm: Helm, kube: Kube) -> Callable[[], tuple[PhaseInstaller, EventLog]]:
+    def make() -> tuple[PhaseInstaller, EventLog]:
+        events = EventLog()
+        return PhaseInstaller(helm=helm, waiter=Waiter(kube), renderer=Renderer(CHARTS), events=events,
+                              kube=kube), events
+    return make
+
+
+def crd_phase(namespace: str, tmp_path: Path) -> Phase:
+    """The fixture CRD chart under a per-test release name (its CRD's group carries the name)."""
+    release = f"crds-{namespace}"
+    return chart_phase("demo-crds", namespace, release=release, tmp_path=tmp_path, checks=(
+        HealthCheck(CheckKind.CRD_ESTABLISHED, f"widgets.{release}.demo.inferbox.test"),))
+
+
+def app_checks(namespace: str, release: str = "demo-app") -> tuple[HealthCheck, ...]:
+    return (HealthCheck(CheckKind.DEPLOYMENT_AVAILABLE, release, namespace),)
+
+
+def test_phases_install_then_skip_then_upgrade(installer, namespace: str, tmp_path: Path, kube: Kube) -> None:
+    def plan(replicas: int) -> Plan:
+        crds = crd_phase(namespace, tmp_path)
+        app = chart_phase("demo-app", namespace, tmp_path=tmp_path, values={"replicas": replicas},
+                          depends_on=(crds.name,), checks=app_checks(namespace))
+        return Plan(CLUSTER, (crds, app))
+
+    inst, events = installer()
+    crds = f"crds-{namespace}"
+    assert execute(plan(1), inst.install, events) == {crds: Outcome.INSTALLED, "demo-app": Outcome.INSTALLED}
+
+    inst, events = installer()
+    started = time.monotonic()
+    assert execute(plan(1), inst.install, events) == {crds: Outcome.UNCHANGED, "demo-app": Outcome.UNCHANGED}
+    unchanged_s = time.monotonic() - started
+    assert [e.kind for e in events.events if e.phase == "demo-app"][-1] == "phase-skipped"
+    assert unchanged_s < 10, f"an unchanged rerun should be quick, took {unchanged_s:.1f}s"
+
+    inst, events = installer()
+    assert execute(plan(2), inst.install, events)["demo-app"] is Outcome.UPGRADED
+    deployment = kube.get(ObjectRef("apps/v1", "Deployment", "demo-app", namespace))
+    assert deployment is not None and deployment["status"]["availableReplicas"] == 2
+
+
+def test_pending_install_is_recovered(installer, helm: Helm, kube: Kube, namespace: str, tmp_path: Path,
+                                      control_plane: ControlPlane, testenv_binaries) -> None:
+    # An interrupted first install: helm is killed while it waits on pods that never get ready.
+    stuck = subprocess.Popen(
+        [str(testenv_binaries.helm), "upgrade", "--install", "demo-app", str(CHARTS / "demo-app"),
+         "--namespace", namespace, "--set", "fail=never-ready", "--wait", "--timeout", "300s",
+         "--kubeconfig", str(control_plane.kubeconfig)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        # Helm records the release (a Secret labelled with its status) before it starts waiting.
+        secret = ObjectRef("v1", "Secret", "sh.helm.release.v1.demo-app.v1", namespace)
+        Waiter(kube).until(secret, lambda s: s["metadata"]["labels"].get("status") == "pending-install",
+                           Deadline(60), what="helm release secret in pending-install")
+    finally:
+        stuck.send_signal(signal.SIGKILL)
+        stuck.wait()
+    assert helm.release("demo-app", namespace).status == "pending-install"
+
+    inst, events = installer()
+    phase = chart_phase("demo-app", namespace, tmp_path=tmp_path, checks=app_checks(namespace))
+    assert inst.install(phase) is Outcome.INSTALLED
+    assert any("stuck in pending-install: uninstalling" in e.message for e in events.events)
+    assert helm.release("demo-app", namespace).status == "deployed"
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ({"fail": "crash-loop"}, "CrashLoopBackOff"),
+    ({"fail": "image-pull"}, "ImagePullBackOff"),
+    ({"gpus": 64}, "Insufficient nvidia.com/gpu"),
+])
+def test_wait_timeout_names_the_phase_pod_and_reason(installer, namespace: str, tmp_path: Path,
+                                                     values: dict, expected: str) -> None:
+    phase = chart_phase("demo-app", namespace, tmp_path=tmp_path, values=values, checks=app_checks(namespace),
+                        timeout_s=15)
+    inst, events = installer()
+    with pytest.raises(PhaseFailed) as info:
+        execute(Plan(CLUSTER, (phase,)), inst.install, events)
+    cause = info.value.cause
+    assert isinstance(cause, WaitTimeout)
+    report = str(cause)
+    assert "phase 'demo-app'" in report and f"deployment {namespace}/demo-app" in report
+    assert "pod demo-app-" in report, report
+    assert expected in report, report
+    assert f"next: kubectl -n {namespace} describe deployment demo-app" in report
+    if "gpus" in values:
+        assert "unschedulable" in report
+
+
+def test_orphaned_webhook_configurations_are_removed_before_install(installer, kube: Kube, namespace: str,
+                                                                    tmp_path: Path) -> None:
+    inst, _ = installer()
+    inst.install(crd_phase(namespace, tmp_path))
+    group = f"crds-{namespace}.demo.inferbox.test"
+    # What an interrupted install leaves: a webhook that fails closed, calling a service with no endpoints.
+    name = f"widgets-{namespace}"
+    kube.create({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [{"name": f"widgets.{group}", "admissionReviewVersions": ["v1"],
+                      "sideEffects": "None", "failurePolicy": "Fail",
+                      "clientConfig": {"service": {"namespace": namespace, "name": "demo-app", "port": 443}},
+                      "rules": [{"apiGroups": [group], "apiVersions": ["v1"],
+                                 "operations": ["CREATE"], "resources": ["widgets"]}]}]})
+    widget = {"apiVersion": f"{group}/v1", "kind": "Widget",
+              "metadata": {"name": "w", "namespace": namespace}, "spec": {"size": 1}}
+    with pytest.raises(Exception, match="failed calling webhook"):
+        kube.create(widget)
+
+    app = chart_phase("demo-app", namespace, tmp_path=tmp_path, checks=app_checks(namespace),
+                      pre_steps=(PreStep.CLEANUP_ORPHANED_WEBHOOKS,), webhook_service="demo-app")
+    inst, events = installer()
+    inst.install(app)
+    assert kube.get(ObjectRef("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", name)) is None
+    assert any("deleted orphaned" in e.message for e in events.events)
+    kube.create(widget)
+
+
+def test_status_readiness_checks(installer, kube: Kube, namespace: str, tmp_path: Path) -> None:
+    healthy = chart_phase("demo-app", namespace, tmp_path=tmp_path, checks=app_checks(namespace))
+    inst, _ = installer()
+    inst.install(healthy)
+    assert is_ready_now(kube, HealthCheck(CheckKind.DEPLOYMENT_AVAILABLE, "demo-app", namespace))
+    assert not is_ready_now(kube, HealthCheck(CheckKind.DEPLOYMENT_AVAILABLE, "absent", namespace))
+    assert is_ready_now(kube, HealthCheck(CheckKind.WEBHOOK_READY, "demo-app", namespace))
