@@ -16,6 +16,9 @@ GOLDEN_DIR = Path(__file__).parent / "golden"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-goldens", action="store_true", help="rewrite golden files from current output")
+    parser.addoption("--kubeconfig", type=Path, default=None,
+                     help="run the cluster tests against this cluster instead of the embedded control plane")
+    parser.addoption("--kube-context", default=None, help="context of --kubeconfig (default: its current one)")
 
 
 @pytest.fixture

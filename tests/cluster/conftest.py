@@ -20,13 +20,27 @@ from kubernetes import client
 from inferbox import PROJECT_ROOT
 from inferbox.testenv import BinarySet, ControlPlane, ensure_binaries, find_binaries, load_pins
 from inferbox.testenv.build import build_digest, default_cache_dir
+from inferbox.testenv.existing import ExistingCluster
 from inferbox.testenv.waiting import wait_for
 
 SHARED_CRDS = PROJECT_ROOT.parent / "shared" / "crds"
 
 
+def external_kubeconfig(config: pytest.Config) -> Path | None:
+    return config.getoption("--kubeconfig")
+
+
+@pytest.fixture(autouse=True)
+def _embedded_only(request: pytest.FixtureRequest) -> None:
+    """Tests of simulated behaviour (fake GPU nodes, injected failures) need the embedded plane."""
+    if request.node.get_closest_marker("embedded") and external_kubeconfig(request.config):
+        pytest.skip("needs the embedded control plane itself (kwok's simulated nodes, failure stages, its CRD set)")
+
+
 @pytest.fixture(scope="session")
-def testenv_binaries() -> BinarySet:
+def testenv_binaries(request: pytest.FixtureRequest) -> BinarySet:
+    if external_kubeconfig(request.config):
+        pytest.skip("tests the embedded control plane's own binaries: not run against an existing cluster")
     pins = load_pins(PROJECT_ROOT / "versions.toml")
     if found := find_binaries(pins):
         return found
@@ -39,9 +53,21 @@ def testenv_binaries() -> BinarySet:
 
 
 @pytest.fixture(scope="session")
-def control_plane(testenv_binaries: BinarySet) -> Iterator[ControlPlane]:
-    with ControlPlane(testenv_binaries) as cp:
+def control_plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """The embedded control plane, or with --kubeconfig an existing cluster behind the same interface."""
+    if kubeconfig := external_kubeconfig(request.config):
+        yield ExistingCluster(kubeconfig, request.config.getoption("--kube-context"),  # type: ignore[misc]
+                              tmp_path_factory.mktemp("existing"))
+        return
+    with ControlPlane(request.getfixturevalue("testenv_binaries")) as cp:
         yield cp
+
+
+@pytest.fixture(scope="session")
+def helm_binary(request: pytest.FixtureRequest, control_plane: ControlPlane) -> Path:
+    if isinstance(control_plane, ExistingCluster):
+        return control_plane.helm_path
+    return request.getfixturevalue("testenv_binaries").helm
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +85,9 @@ def core(api: client.ApiClient) -> client.CoreV1Api:
 @pytest.fixture(scope="session")
 def crds_installed(control_plane: ControlPlane) -> object:
     """The upstream CRDs from ../shared/crds, installed once per session."""
+    if isinstance(control_plane, ExistingCluster):
+        # A bootstrapped cluster has the CRDs from the platform's charts: use those, change nothing.
+        return control_plane.kubectl("get", "crds", "-o", "name").stdout.split()
     if not SHARED_CRDS.is_dir():
         pytest.skip(f"{SHARED_CRDS} not found: the upstream CRDs live beside the checkout, in ../shared/crds")
     return control_plane.install_crds(SHARED_CRDS)

@@ -48,8 +48,8 @@ def kube(control_plane: ControlPlane) -> Kube:
 
 
 @pytest.fixture
-def helm(control_plane: ControlPlane, testenv_binaries) -> Helm:
-    return Helm(ShellRunner(), str(testenv_binaries.helm), kubeconfig=control_plane.kubeconfig)
+def helm(control_plane: ControlPlane, helm_binary: Path) -> Helm:
+    return Helm(ShellRunner(), str(helm_binary), kubeconfig=control_plane.kubeconfig)
 
 
 @pytest.fixture
@@ -96,11 +96,12 @@ def test_phases_install_then_skip_then_upgrade(installer, namespace: str, tmp_pa
     assert deployment is not None and deployment["status"]["availableReplicas"] == 2
 
 
+@pytest.mark.embedded
 def test_pending_install_is_recovered(installer, helm: Helm, kube: Kube, namespace: str, tmp_path: Path,
-                                      control_plane: ControlPlane, testenv_binaries) -> None:
+                                      control_plane: ControlPlane, helm_binary: Path) -> None:
     # An interrupted first install: helm is killed while it waits on pods that never get ready.
     stuck = subprocess.Popen(
-        [str(testenv_binaries.helm), "upgrade", "--install", "demo-app", str(CHARTS / "demo-app"),
+        [str(helm_binary), "upgrade", "--install", "demo-app", str(CHARTS / "demo-app"),
          "--namespace", namespace, "--set", "fail=never-ready", "--wait", "--timeout", "300s",
          "--kubeconfig", str(control_plane.kubeconfig)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -120,6 +121,7 @@ def test_pending_install_is_recovered(installer, helm: Helm, kube: Kube, namespa
     assert helm.release("demo-app", namespace).status == "deployed"
 
 
+@pytest.mark.embedded
 @pytest.mark.parametrize(("values", "expected"), [
     ({"fail": "crash-loop"}, "CrashLoopBackOff"),
     ({"fail": "image-pull"}, "ImagePullBackOff"),

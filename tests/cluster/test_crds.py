@@ -11,7 +11,7 @@ from kubernetes.client.rest import ApiException
 from inferbox.testenv import InstalledManifests
 from inferbox.testenv.waiting import wait_for
 
-pytestmark = [pytest.mark.cluster, pytest.mark.crds]
+pytestmark = [pytest.mark.cluster, pytest.mark.crds, pytest.mark.embedded]
 
 ISVC = {"group": "serving.kserve.io", "version": "v1beta1", "plural": "inferenceservices"}
 VAP = "safe-upgrades.gateway.networking.k8s.io"

@@ -10,7 +10,7 @@ from kubernetes import client
 from inferbox.testenv import FailureMode
 from inferbox.testenv.waiting import wait_for
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.embedded]
 
 
 def failing_pod(name: str, mode: FailureMode) -> client.V1Pod:

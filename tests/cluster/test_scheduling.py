@@ -8,7 +8,7 @@ from kubernetes import client
 from inferbox.testenv import GPU_RESOURCE, GPU_TAINT
 from inferbox.testenv.waiting import wait_for
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.embedded]
 
 GPU_TOLERATION = client.V1Toleration(key=GPU_TAINT["key"], operator="Exists", effect=GPU_TAINT["effect"])
 

@@ -12,6 +12,7 @@ from inferbox.testenv import DEFAULT_NODES, ControlPlane
 pytestmark = pytest.mark.cluster
 
 
+@pytest.mark.embedded
 def test_kubectl_sees_server_version_and_nodes(control_plane: ControlPlane) -> None:
     version = json.loads(control_plane.kubectl("version", "-o", "json").stdout)
     assert version["serverVersion"]["gitVersion"] == control_plane.binaries.stamp["pins"]["kubernetes_module"]
