@@ -1,0 +1,44 @@
+"""`invoke teardown`: what is removed for each provider, and what is already gone is fine."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from inferbox import app
+from inferbox.runner import RecordingRunner, Reply
+
+
+def run(settings, replies, **kwargs) -> RecordingRunner:
+    runner = RecordingRunner(replies, strict=True, dry_run=False)
+    app.teardown(settings, Console(file=io.StringIO()), runner=runner, **kwargs)
+    return runner
+
+
+def test_kind_cluster_is_deleted_whole(make_settings) -> None:
+    runner = run(make_settings(), {("kind", "get", "clusters"): Reply("inferbox\n"), ("kind", "delete"): Reply()})
+    assert runner.commands[-1].argv == ("kind", "delete", "cluster", "--name", "inferbox")
+    assert not any(c.argv[0] == "helm" for c in runner.commands)
+
+
+def test_missing_cluster_is_not_an_error(make_settings) -> None:
+    runner = run(make_settings(), {("kind", "get", "clusters"): Reply("No kind clusters found.\n")})
+    assert [c.argv[:2] for c in runner.commands] == [("kind", "get")]
+
+
+def test_keep_cluster_uninstalls_in_reverse_plan_order(make_settings) -> None:
+    settings = make_settings()
+    runner = run(settings, {("kind", "get", "clusters"): Reply("inferbox\n"), ("helm", "uninstall"): Reply()},
+                 keep_cluster=True)
+    released = [c.argv[2] for c in runner.commands if c.argv[:2] == ("helm", "uninstall")]
+    assert released.index("kserve-runtime-configs") < released.index("kserve") < released.index("kserve-crd")
+    assert released.index("istiod") < released.index("istio-base") < released.index("cert-manager")
+    assert all("--ignore-not-found" in c.argv for c in runner.commands if c.argv[:2] == ("helm", "uninstall"))
+
+
+def test_existing_cluster_is_never_deleted(make_settings) -> None:
+    settings = make_settings(provider="existing", context="prod")
+    runner = run(settings, {("helm", "uninstall"): Reply()})
+    assert {c.argv[0] for c in runner.commands} == {"helm"}
+    assert all(c.argv[c.argv.index("--kube-context") + 1] == "prod" for c in runner.commands)
