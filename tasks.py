@@ -114,6 +114,97 @@ def teardown(c: Context, provider: str | None = None, cluster_name: str | None =
                 print(line)
 
 
+MODEL_HELP = {
+    "name": "the model's name in models/catalog.yaml (invoke models lists them)",
+    "target": "local (a KServe model server process on 127.0.0.1, no cluster) or cluster (an InferenceService)",
+    "tenant": "the tenant (tenants/<name>.yaml) whose namespace and quota the model uses; cluster target only",
+    "mode": "standard (raw Deployment, default) or knative (serverless, scale to zero, canaries); cluster only",
+    "cpu_fallback": "run a GPU model on CPUs with the catalog's cpuFallback resources and arguments",
+    "canary": "roll out as a canary taking this percent of traffic (needs --mode knative)",
+    "storage_uri": "serve the model from this storage URI instead of the catalog's (a new version, for --canary)",
+    "wait": "wait for the InferenceService to be Ready; on failure explain why (pods, events)",
+    "timeout": "seconds to wait with --wait (default 600)",
+    "context": "kubeconfig context (default: the platform's, kind-inferbox)",
+    "verbose": "log every command on stderr",
+}
+
+
+@task(help={k: MODEL_HELP[k] for k in ("name", "target", "tenant", "mode", "cpu_fallback", "canary", "storage_uri",
+                                       "wait", "timeout", "context", "verbose")})
+def deploy_model(c: Context, name: str, target: str = "local", tenant: str | None = None, mode: str = "standard",
+                 cpu_fallback: bool = False, canary: str | None = None, storage_uri: str | None = None,
+                 wait: bool = False, timeout: int = 600, context: str | None = None, verbose: bool = False) -> None:
+    """Deploy a catalog model: a local predictor, or an InferenceService for a tenant. Safe to repeat."""
+    from inferbox.models import commands
+
+    with cli.exit_on_error():
+        settings = cli.settings(context=context)
+        cli.setup_logging(settings.state_dir, verbose=verbose)
+        cli.console.print(commands.deploy(settings, name, target=commands.parse_target(target), tenant=tenant,
+                                          mode=commands.parse_mode(mode), cpu_fallback=cpu_fallback,
+                                          canary=commands.parse_percent(canary),
+                                          storage_uri=storage_uri, wait=wait, timeout_s=timeout), highlight=False)
+
+
+@task(help={"name": MODEL_HELP["name"], "target": "local (the only target predict sends to)",
+            "data": 'instances as JSON, e.g. \'[[6.8, 2.8, 4.8, 1.4]]\' (default: the catalog\'s example)'})
+def predict(c: Context, name: str, target: str = "local", data: str | None = None) -> None:
+    """Send the same instances over V1 and V2 (open inference protocol) and print both answers."""
+    from inferbox.models import commands
+
+    with cli.exit_on_error():
+        settings = cli.settings()
+        answer = commands.predict(settings, name, target=commands.parse_target(target), data=data)
+        for line in commands.prediction_lines(answer):
+            cli.console.print(line, highlight=False, soft_wrap=True)
+
+
+@task(help={"target": "local (stops local predictors)", "model": "stop only this model's predictor (default: all)"})
+def down(c: Context, target: str = "local", model: str | None = None) -> None:
+    """Stop local predictors (and forget stale ones). Safe to repeat."""
+    from inferbox.models import commands
+
+    with cli.exit_on_error():
+        for line in commands.down(cli.settings(), target=commands.parse_target(target), model=model):
+            cli.console.print(line, highlight=False)
+
+
+@task(help={k: MODEL_HELP[k] for k in ("name", "tenant", "context")})
+def undeploy_model(c: Context, name: str, tenant: str | None = None, context: str | None = None) -> None:
+    """Delete a model's InferenceService from a tenant's namespace (nothing to delete is fine)."""
+    from inferbox.models import commands
+
+    with cli.exit_on_error():
+        cli.console.print(commands.undeploy(cli.settings(context=context), name, tenant=tenant), highlight=False)
+
+
+@task(help={k: MODEL_HELP[k] for k in ("name", "tenant", "context")})
+def promote(c: Context, name: str, tenant: str | None = None, context: str | None = None) -> None:
+    """Give a canary all traffic (Knative mode)."""
+    from inferbox.models import commands
+
+    with cli.exit_on_error():
+        cli.console.print(commands.promote(cli.settings(context=context), name, tenant=tenant), highlight=False)
+
+
+@task(help={k: MODEL_HELP[k] for k in ("name", "tenant", "context")})
+def rollback(c: Context, name: str, tenant: str | None = None, context: str | None = None) -> None:
+    """Send all traffic back to the previous revision (Knative mode canary)."""
+    from inferbox.models import commands
+
+    with cli.exit_on_error():
+        cli.console.print(commands.rollback(cli.settings(context=context), name, tenant=tenant), highlight=False)
+
+
+@task
+def models(c: Context) -> None:
+    """List the model catalog: runtime, storage, protocols, GPUs, CPU fallback, local support."""
+    from inferbox.models import commands
+
+    with cli.exit_on_error():
+        cli.console.print(commands.catalog_table(commands.load_models(cli.settings())))
+
+
 @task(help={"build_only": "build (or find cached) binaries and stop there",
             "once": "start, print the cluster summary, then stop (no waiting for Ctrl-C)",
             "crds": "folder of CRD manifests to install (default ../shared/crds when present)"})
@@ -137,4 +228,5 @@ def check(c: Context, fix: bool = False) -> None:
         raise cli.Exit("check failed", code=1)
 
 
-namespace = Collection(tools, doctor, plan, bootstrap, status, teardown, testenv, check)
+namespace = Collection(tools, doctor, plan, bootstrap, status, teardown, testenv,
+                       models, deploy_model, predict, down, undeploy_model, promote, rollback, check)

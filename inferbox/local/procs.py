@@ -1,0 +1,132 @@
+"""Detached model-server processes: start, identify, stop.
+
+Started with ``os.posix_spawn`` in a session of their own (not ``subprocess``, whose import the
+repo reserves for the runner and the test control plane): a predictor must outlive the ``invoke``
+command that started it, and stopping its process group also stops anything it forked.
+
+A pid alone does not identify a process once it has exited (the kernel reuses pids), so a
+predictor is recorded with its start time as the kernel tells it (Linux ``/proc``); a live pid
+with another start time is somebody else's process and is never signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+_PROC = Path("/proc")
+
+
+def spawn_detached(argv: Sequence[str], log_path: Path, env: Mapping[str, str]) -> int:
+    """Start ``argv`` in a new session, stdin from /dev/null, stdout+stderr appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    null_fd = os.open(os.devnull, os.O_RDONLY)
+    try:
+        actions = [(os.POSIX_SPAWN_DUP2, null_fd, 0), (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                   (os.POSIX_SPAWN_DUP2, log_fd, 2)]
+        return os.posix_spawn(argv[0], list(argv), dict(env), file_actions=actions, setsid=True)
+    finally:
+        os.close(log_fd)
+        os.close(null_fd)
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), None where unknown or gone."""
+    try:
+        stat = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # Field 2 (comm) may contain spaces and parentheses: split after its closing parenthesis.
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] == "Z":  # a zombie has exited; only its exit status is left to collect
+        return None
+    return int(fields[19])
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if the process is our child (tests, benches); harmless otherwise."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def is_running(pid: int, started: int | None) -> bool:
+    """Is ``pid`` still the process we started (same start time), and not a zombie?"""
+    _reap(pid)
+    if _PROC.is_dir():
+        ticks = start_ticks(pid)
+        return ticks is not None and (started is None or ticks == started)
+    try:  # no /proc (macOS): existence is all we can check
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def wait_exit(pid: int, started: int | None, timeout_s: float) -> bool:
+    """Block until the process exits or ``timeout_s`` passes; True when it is gone."""
+    deadline = time.monotonic() + timeout_s
+    pidfd = _pidfd(pid)
+    try:
+        while is_running(pid, started):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if pidfd is not None:
+                # The pidfd turns readable when the process exits: no polling interval to choose.
+                select.select([pidfd], [], [], remaining)
+            else:
+                time.sleep(min(0.05, remaining))  # no pidfd (macOS): a short poll is all there is
+        return True
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _pidfd(pid: int) -> int | None:
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return None
+    try:
+        return int(opener(pid))
+    except OSError:
+        return None
+
+
+def stop(pid: int, started: int | None, grace_s: float = 10.0) -> bool:
+    """SIGTERM the process group (KServe shuts down gracefully), SIGKILL it after ``grace_s``.
+
+    Returns False when the process was already gone (nothing was signalled).
+    """
+    if not is_running(pid, started):
+        return False
+    _signal_group(pid, signal.SIGTERM)
+    if not wait_exit(pid, started, grace_s):
+        _signal_group(pid, signal.SIGKILL)
+        wait_exit(pid, started, 5.0)
+    _reap(pid)
+    return True
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)  # started with setsid: its process group id is its pid
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        os.kill(pid, sig)
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,1 @@
+"""Models: the catalog (models/catalog.yaml), InferenceService rendering and cluster deploys."""

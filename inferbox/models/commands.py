@@ -1,0 +1,145 @@
+"""What the model tasks do (deploy-model, predict, down, undeploy-model, promote, rollback, models).
+
+Each function takes validated settings and returns what to print or raises an InferboxError;
+the tasks only parse flags. ``--target local`` runs KServe's model server as a local process
+(inferbox.local); ``--target cluster`` applies an InferenceService for a tenant.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Any
+
+from rich.table import Table
+
+from inferbox.config import Settings
+from inferbox.errors import ConfigError, InferboxError
+from inferbox.k8s import Kube
+from inferbox.local.predictors import LocalTarget, Prediction, local_target
+from inferbox.models import deploy as cluster
+from inferbox.models.catalog import Catalog, default_catalog_path, load_catalog
+from inferbox.models.render import DeploymentMode, RenderOptions
+from inferbox.render import Renderer
+from inferbox.runner import Runner, ShellRunner
+from inferbox.tenants.spec import load_tenants, select
+
+
+class Target(StrEnum):
+    LOCAL = "local"
+    CLUSTER = "cluster"
+
+
+def parse_target(value: str) -> Target:
+    try:
+        return Target(value)
+    except ValueError:
+        raise ConfigError("command line", [("target", f"{value!r} is not one of local, cluster")]) from None
+
+
+def parse_mode(value: str) -> DeploymentMode:
+    for mode in DeploymentMode:
+        if value.lower() in (mode.value.lower(), {"Standard": "raw", "Knative": "serverless"}[mode.value]):
+            return mode
+    raise ConfigError("command line", [("mode", f"{value!r} is not one of standard, knative")])
+
+
+def parse_percent(value: str | int | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError("command line", [("canary", f"{value!r} is not a whole percent (0-100)")]) from None
+
+
+def load_models(settings: Settings) -> Catalog:
+    return load_catalog(default_catalog_path(settings.root))
+
+
+def model_tenant(settings: Settings, name: str | None) -> cluster.ModelTenant:
+    if not name:
+        raise ConfigError("command line", [("tenant", "required with --target cluster (a tenants/<name>.yaml)")])
+    (tenant,) = select(load_tenants(settings.root / "tenants", root=settings.root), name)
+    return cluster.ModelTenant.from_tenant(tenant)
+
+
+def _local(settings: Settings, runner: Runner | None = None) -> LocalTarget:
+    return local_target(settings, load_models(settings), runner or ShellRunner())
+
+
+def _kube(settings: Settings) -> Kube:
+    return Kube.connect(context=settings.kube_context)
+
+
+def deploy(settings: Settings, name: str, *, target: Target, tenant: str | None = None,
+           mode: DeploymentMode = DeploymentMode.STANDARD, cpu_fallback: bool = False, canary: int | None = None,
+           storage_uri: str | None = None, wait: bool = False, timeout_s: float = cluster.DEFAULT_WAIT_S,
+           kube: Kube | None = None) -> str:
+    if target is Target.LOCAL:
+        if tenant or canary is not None or storage_uri or cpu_fallback or mode is not DeploymentMode.STANDARD:
+            raise ConfigError("command line", [("target", "--tenant, --mode, --canary, --storage-uri and "
+                                                          "--cpu-fallback apply to --target cluster only")])
+        return _local(settings).deploy(name).message()
+    options = RenderOptions(mode=mode, cpu_fallback=cpu_fallback, canary_percent=canary, storage_uri=storage_uri)
+    result = cluster.deploy_model(kube or _kube(settings), load_models(settings), name, model_tenant(settings, tenant),
+                                  Renderer(settings.root / "manifests"), options=options, wait=wait,
+                                  timeout_s=timeout_s, context=settings.kube_context)
+    return result.message()
+
+
+def predict(settings: Settings, name: str, *, target: Target, data: str | None = None) -> Prediction:
+    if target is not Target.LOCAL:
+        raise InferboxError("predict sends to local predictors only (--target local); a cluster predictor answers "
+                            "at its InferenceService URL (kubectl get inferenceservice) through the Istio gateway")
+    instances: list[Any] | None = None
+    if data is not None:
+        try:
+            parsed = json.loads(data)
+        except ValueError as exc:
+            raise ConfigError("command line", [("data", f"not JSON: {exc}")]) from None
+        instances = parsed["instances"] if isinstance(parsed, dict) and "instances" in parsed else parsed
+        if not isinstance(instances, list) or not instances:
+            raise ConfigError("command line", [("data", "a non-empty JSON list of instances (or {instances: [...]})")])
+    return _local(settings).predict(name, instances)
+
+
+def prediction_lines(prediction: Prediction) -> list[str]:
+    return [f"v1 POST /v1/models/{prediction.model}:predict -> {json.dumps(prediction.v1.body)}",
+            f"v2 POST /v2/models/{prediction.model}/infer -> {json.dumps(prediction.v2.body)}",
+            f"{prediction.model}: v1 predictions {prediction.v1_predictions}, v2 outputs {prediction.v2_outputs}"]
+
+
+def down(settings: Settings, *, target: Target, model: str | None = None) -> list[str]:
+    if target is not Target.LOCAL:
+        raise InferboxError("down stops local predictors (--target local); on a cluster use undeploy-model")
+    return _local(settings).down(model)
+
+
+def undeploy(settings: Settings, name: str, *, tenant: str | None, kube: Kube | None = None) -> str:
+    owner = model_tenant(settings, tenant)
+    gone = cluster.undeploy_model(kube or _kube(settings), name, owner)
+    if gone:
+        return f"deleted inferenceservice {owner.namespace}/{name}"
+    return f"{name} was not deployed in {owner.namespace}: nothing to delete"
+
+
+def promote(settings: Settings, name: str, *, tenant: str | None, kube: Kube | None = None) -> str:
+    cluster.promote(kube or _kube(settings), name, model_tenant(settings, tenant))
+    return f"{name}: canary promoted (it now takes all traffic)"
+
+
+def rollback(settings: Settings, name: str, *, tenant: str | None, kube: Kube | None = None) -> str:
+    cluster.rollback(kube or _kube(settings), name, model_tenant(settings, tenant))
+    return f"{name}: rolled back (canaryTrafficPercent 0: all traffic on the previous revision)"
+
+
+def catalog_table(catalog: Catalog) -> Table:
+    table = Table(title="model catalog (models/catalog.yaml)")
+    for column in ("model", "runtime", "storage", "protocols", "GPUs", "CPU fallback", "local"):
+        table.add_column(column)
+    for model in catalog.models.values():
+        local = f"yes ({model.local.server})" if model.local.supported else "no"
+        table.add_row(model.name, model.runtime, model.storage_uri, ", ".join(model.protocols), str(model.gpus or "-"),
+                      "yes" if model.cpu_fallback else "-", local)
+    return table
