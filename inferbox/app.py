@@ -93,13 +93,15 @@ def bootstrap(settings: Settings, console: Console, *, runner: Runner | None = N
         stop = threading.Event()
         kube: Kube | None = None
         waiter: HealthWaiter
+        note = None
         if isinstance(runner, RecordingRunner):
-            waiter = DryRunWaiter(runner)
+            waiter, note = DryRunWaiter(runner), runner.note
         else:
             kube = Kube.connect(context=settings.kube_context)
             waiter = Waiter(kube, context=settings.kube_context, stop=stop)
         installer = PhaseInstaller(helm=tools.helm, waiter=waiter, renderer=renderer, events=events, kube=kube,
-                                   manifest_context={"serving_version": settings.versions.knative.serving_version})
+                                   manifest_context={"serving_version": settings.versions.knative.serving_version},
+                                   note=note)
         with ProgressView(console, plan) as view:
             events.listeners.append(view)
             try:

@@ -42,6 +42,7 @@ class DryRunWaiter:
         self.runner.note(f"wait: {check.describe()} (timeout {deadline.seconds:.0f}s)")
 
 
+
 @dataclass
 class PhaseInstaller:
     helm: Helm
@@ -50,6 +51,8 @@ class PhaseInstaller:
     events: EventLog
     kube: Kube | None = None  # None in a dry run
     manifest_context: dict[str, str] | None = None
+    # Where a dry run records the API steps it skips (RecordingRunner.note).
+    note: Callable[[str], None] | None = None
 
     def install(self, phase: Phase) -> Outcome:
         release = self.helm.release(phase.release, phase.namespace)
@@ -99,9 +102,9 @@ class PhaseInstaller:
         service = phase.webhook_service
         assert service, f"phase {phase.name} has the webhook clean-up step but no webhook_service"
         if self.kube is None:
-            if isinstance(self.waiter, DryRunWaiter):
-                self.waiter.runner.note(f"clean-up: delete webhook configurations calling {phase.namespace}/"
-                                        f"{service} if it has no ready endpoints")
+            if self.note is not None:
+                self.note(f"clean-up: delete webhook configurations calling {phase.namespace}/{service} "
+                          "if it has no ready endpoints")
             return
         if release is not None and release.status == "deployed":
             return
@@ -117,8 +120,8 @@ class PhaseInstaller:
                 meta = obj["metadata"]
                 what = f"{obj['kind']} {meta.get('namespace', '')}/{meta['name']}".replace(" /", " ")
                 if self.kube is None:
-                    if isinstance(self.waiter, DryRunWaiter):
-                        self.waiter.runner.note(f"apply (server-side, field manager {FIELD_MANAGER}): {what}")
+                    if self.note is not None:
+                        self.note(f"apply (server-side, field manager {FIELD_MANAGER}): {what}")
                     continue
                 self.kube.apply(obj, field_manager=FIELD_MANAGER)
                 self.events.emit("step", phase.name, f"applied {what}")
