@@ -205,6 +205,125 @@ def models(c: Context) -> None:
         cli.console.print(commands.catalog_table(commands.load_models(cli.settings())))
 
 
+KUBE_HELP = {k: CLUSTER_HELP[k] for k in ("provider", "cluster_name", "context")}
+
+
+@task(help={**KUBE_HELP,
+            "tenant": "only this tenant (all tenant files are still validated first)",
+            "dry_run": "ask the API server what would change (server-side dry-run apply); change nothing",
+            "crds": "also validate custom resources against the CRD YAML under this folder before applying",
+            "verbose": "log every API call failure on stderr"})
+def tenants_apply(c: Context, tenant: str | None = None, dry_run: bool = False, crds: str | None = None,
+                  provider: str | None = None, cluster_name: str | None = None, context: str | None = None,
+                  verbose: bool = False) -> None:
+    """Make the cluster match tenants/*.yaml: server-side apply, prune what a tenant dropped, report each object."""
+    from inferbox.tenants import app
+
+    with cli.exit_on_error():
+        settings = cli.settings(provider=provider, cluster_name=cluster_name, context=context)
+        cli.setup_logging(settings.state_dir, verbose=verbose)
+        app.tenants_apply(settings, cli.console, tenant=tenant, dry_run=dry_run,
+                          crds=[Path(crds)] if crds else ())
+
+
+@task(help={"tenant": "only this tenant"})
+def tenants_render(c: Context, tenant: str | None = None) -> None:
+    """Print the YAML tenants-apply would apply (needs no cluster; uses the keyring's public keys)."""
+    from inferbox.tenants import app
+
+    with cli.exit_on_error():
+        print(app.tenants_render(cli.settings(), tenant=tenant), end="")
+
+
+@task(iterable=["model", "subject", "group"],
+      help={**KUBE_HELP,
+            "name": "tenant name: a DNS-1123 label, becomes the namespace and tenants/<name>.yaml",
+            "display_name": "human-readable name (default: the name)",
+            "model": "a model the tenant may deploy (repeatable)",
+            "subject": "a JWT subject allowed to call its models (repeatable)",
+            "group": "a JWT group whose members may call its models (repeatable)",
+            "cpu": "CPU quota (requests and limits), e.g. 2 or 1500m; default 2",
+            "memory": "memory quota (requests and limits), e.g. 4Gi; default 4Gi",
+            "gpu": "nvidia.com/gpu quota; default none",
+            "pods": "pod quota; default 10",
+            "inference_services": "InferenceService quota; default 2",
+            "apply": "apply the new tenant at once (default; --no-apply only writes the file)"})
+def tenant_create(c: Context, name: str, display_name: str | None = None, model: list[str] | None = None,
+                  subject: list[str] | None = None, group: list[str] | None = None, cpu: str = "2",
+                  memory: str = "4Gi", gpu: int = 0, pods: int = 10, inference_services: int = 2,
+                  apply: bool = True, provider: str | None = None, cluster_name: str | None = None,
+                  context: str | None = None) -> None:
+    """Write tenants/NAME.yaml (validated; never overwrites) and apply that tenant."""
+    from inferbox.tenants import app
+
+    with cli.exit_on_error():
+        settings = cli.settings(provider=provider, cluster_name=cluster_name, context=context)
+        new = app.NewTenant(name=name, display_name=display_name, models=model or [], subjects=subject or [],
+                            groups=group or [], cpu=cpu, memory=memory, gpu=gpu or None, pods=pods,
+                            inference_services=inference_services)
+        app.create_tenant(settings, cli.console, new, apply=apply)
+
+
+@task(help={**KUBE_HELP, "name": "the tenant to delete", "yes": "do not ask for confirmation"})
+def tenant_delete(c: Context, name: str, yes: bool = False, provider: str | None = None,
+                  cluster_name: str | None = None, context: str | None = None) -> None:
+    """Delete what inferbox created for a tenant (found by its labels); asks first unless --yes."""
+    from inferbox.tenants import app
+
+    with cli.exit_on_error():
+        settings = cli.settings(provider=provider, cluster_name=cluster_name, context=context)
+        confirmed = yes or cli.confirm(f"delete tenant {name!r} (its namespace, quota, policies and RBAC)?")
+        if not confirmed:
+            raise cli.Exit("not confirmed: nothing deleted", code=1)
+        app.tenant_delete(settings, cli.console, name, confirmed=True)
+
+
+@task(help={"rotate": "make a new active signing key; the previous public key stays published until retired",
+            "retire": "stop publishing the previous key with this kid (tokens it signed stop working)",
+            "jwks": "also print the public JWKS"})
+def keys(c: Context, rotate: bool = False, retire: str | None = None, jwks: bool = False) -> None:
+    """Create (once), rotate or retire the ES256 token-signing key in .inferbox/keys; never prints private keys."""
+    from inferbox.tenants import app
+
+    with cli.exit_on_error():
+        app.manage_keys(cli.settings(), cli.console, rotate=rotate, retire=retire, show_jwks=jwks)
+
+
+@task(iterable=["group"],
+      help={"tenant": "the tenant whose models the token may call",
+            "subject": "the caller (JWT sub); default the tenant's first allowed subject",
+            "ttl": "lifetime, e.g. 90s, 15m, 2h (at most 24h); default 15m",
+            "group": "a group claim to include (repeatable)"})
+def token(c: Context, tenant: str, subject: str | None = None, ttl: str = "15m",
+          group: list[str] | None = None) -> None:
+    """Print a short-lived JWT for calling a tenant's models (stdout: the token only)."""
+    from inferbox.tenants import app
+
+    with cli.exit_on_error():
+        issued, warning = app.token_for(cli.settings(), tenant=tenant, subject=subject, ttl=ttl, groups=group or [])
+        if warning:
+            cli.err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        print(issued.token)
+
+
+@task(help={"base_url": "the Istio ingress gateway, e.g. http://localhost:8080 on kind",
+            "tenant": "the tenant whose model is called; default tenant-a",
+            "other_tenant": "the tenant whose token must be refused; default tenant-b",
+            "model": "the model to call; default the tenant's first model",
+            "host": "Host header; default <model>.<tenant>.<domain>",
+            "domain": "KServe's ingress domain; default example.com",
+            "timeout": "seconds per request; default 10"})
+def verify_isolation(c: Context, base_url: str = "http://localhost:8080", tenant: str = "tenant-a",
+                     other_tenant: str = "tenant-b", model: str | None = None, host: str | None = None,
+                     domain: str = "example.com", timeout: float = 10.0) -> None:
+    """Call a tenant's model with good and bad tokens through the gateway; expected vs observed status."""
+    from inferbox.tenants import app
+
+    with cli.exit_on_error():
+        app.verify_isolation(cli.settings(), cli.console, base_url=base_url, tenant=tenant,
+                             other_tenant=other_tenant, model=model, host=host, domain=domain, timeout_s=timeout)
+
+
 @task(help={"build_only": "build (or find cached) binaries and stop there",
             "once": "start, print the cluster summary, then stop (no waiting for Ctrl-C)",
             "crds": "folder of CRD manifests to install (default ../shared/crds when present)"})
@@ -229,4 +348,5 @@ def check(c: Context, fix: bool = False) -> None:
 
 
 namespace = Collection(tools, doctor, plan, bootstrap, status, teardown, testenv,
+                       tenants_apply, tenants_render, tenant_create, tenant_delete, keys, token, verify_isolation,
                        models, deploy_model, predict, down, undeploy_model, promote, rollback, check)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -54,10 +55,18 @@ def exit_on_error() -> Iterator[None]:
         raise Exit(code=1) from None
 
 
+def confirm(question: str) -> bool:
+    """Ask on a terminal; with no one to ask (scripts, CI) the answer is no: pass --yes there."""
+    if not sys.stdin.isatty():
+        return False
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
 def with_event_log(settings: Settings) -> Settings:
     from dataclasses import replace
 
     return replace(settings, event_log=settings.state_dir / "bootstrap-events.jsonl")
 
 
-__all__ = ["Exit", "console", "err_console", "exit_on_error", "settings", "setup_logging", "with_event_log"]
+__all__ = ["Exit", "confirm", "console", "err_console", "exit_on_error", "settings", "setup_logging",
+           "with_event_log"]

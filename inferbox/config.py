@@ -111,6 +111,7 @@ class Tools(_Strict):
 class Charts(_Strict):
     cert_manager: ChartPin = Field(alias="cert-manager")
     istio_base: ChartPin = Field(alias="istio-base")
+    istio_cni: ChartPin = Field(alias="istio-cni")
     istiod: ChartPin
     istio_gateway: ChartPin = Field(alias="istio-gateway")
     kserve_crd: ChartPin = Field(alias="kserve-crd")

@@ -82,7 +82,11 @@ def build_plan(settings: Settings, *, gpu: bool) -> Plan:
             HealthCheck(CRD, "virtualservices.networking.istio.io"),
             HealthCheck(CRD, "gateways.networking.istio.io"),
         )),
-        phase("istiod", "istiod", "istio-system", depends_on=("istio-base",), timeout_s=300, expected_s=45, checks=(
+        # The CNI node agent sets up each pod's traffic redirection, replacing the istio-init
+        # container whose NET_ADMIN/NET_RAW the tenants' Pod Security level (baseline) forbids.
+        phase("istio-cni", "istio-cni", "istio-system", depends_on=("istio-base",), timeout_s=300, expected_s=30,
+              checks=(HealthCheck(DAEMONSET, "istio-cni-node", "istio-system"),)),
+        phase("istiod", "istiod", "istio-system", depends_on=("istio-cni",), timeout_s=300, expected_s=45, checks=(
             HealthCheck(DEPLOY, "istiod", "istio-system"),
             HealthCheck(WEBHOOK, "istiod", "istio-system", probe=_probe(
                 "security.istio.io/v1", "PeerAuthentication", "istio-system", {"spec": {"mtls": {"mode": "STRICT"}}})),

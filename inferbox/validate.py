@@ -125,8 +125,19 @@ def _core_schema_name(api_version: str, kind: str) -> str:
 # -- CRDs ------------------------------------------------------------------------------------------
 
 
+# libyaml's loader where PyYAML was built with it: the KServe CRDs alone are megabytes of YAML,
+# which the pure-Python loader takes ~7x longer to read.
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_crds(paths: Iterable[Path]) -> dict[tuple[str, str, str], dict[str, Any]]:
     """(group, version, kind) -> openAPIV3Schema, from every CRD in the YAML files under ``paths``."""
+    return _load_crds(tuple(Path(p).resolve() for p in paths))
+
+
+@cache
+def _load_crds(paths: tuple[Path, ...]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    # Cached per folder set: the schemas are only read, and later issues build several validators.
     schemas: dict[tuple[str, str, str], dict[str, Any]] = {}
     for base in paths:
         files = sorted(base.rglob("*")) if base.is_dir() else [base]
@@ -134,7 +145,7 @@ def load_crds(paths: Iterable[Path]) -> dict[tuple[str, str, str], dict[str, Any
             if path.suffix not in (".yaml", ".yml") or not path.is_file():
                 continue
             try:
-                docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+                docs = [d for d in yaml.load_all(path.read_text(), Loader=_YAML_LOADER) if d]
             except yaml.YAMLError as exc:
                 raise InferboxError(f"{path}: not valid YAML: {exc}") from exc
             for doc in docs:

@@ -155,13 +155,17 @@ class Kube:
         verb = "dry-run create" if dry_run else "create"
         return dict(self.call(f"{verb} {ref}", res.create, **kwargs).to_dict())
 
-    def apply(self, obj: dict[str, Any], *, field_manager: str, force: bool = True) -> dict[str, Any]:
-        """Server-side apply with one field manager."""
+    def apply(self, obj: dict[str, Any], *, field_manager: str, force: bool = True,
+              dry_run: bool = False) -> dict[str, Any]:
+        """Server-side apply with one field manager; ``dry_run`` returns what it would make, storing nothing."""
         meta = obj.get("metadata", {})
         ref = ObjectRef(obj["apiVersion"], obj["kind"], meta.get("name", ""), meta.get("namespace"))
         res = self.resource(ref.api_version, ref.kind)
-        return dict(self.call(f"apply {ref}", res.server_side_apply, body=obj, name=ref.name,
-                              namespace=ref.namespace, field_manager=field_manager, force_conflicts=force).to_dict())
+        extra: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
+        verb = "dry-run apply" if dry_run else "apply"
+        return dict(self.call(f"{verb} {ref}", res.server_side_apply, body=obj, name=ref.name,
+                              namespace=ref.namespace, field_manager=field_manager, force_conflicts=force,
+                              **extra).to_dict())
 
     def delete(self, ref: ObjectRef, *, missing_ok: bool = True) -> bool:
         res = self.resource(ref.api_version, ref.kind)

@@ -21,7 +21,7 @@ def names(wave: list[Phase]) -> set[str]:
 def test_core_order_cert_manager_istio_kserve(make_settings) -> None:
     plan = build_plan(make_settings(), gpu=False)
     order = [p.name for p in plan.order()]
-    assert order.index("cert-manager") < order.index("istio-base") < order.index("istiod")
+    assert order.index("cert-manager") < order.index("istio-base") < order.index("istio-cni") < order.index("istiod")
     assert order.index("istiod") < order.index("kserve-crd") < order.index("kserve") < order.index("kserve-runtimes")
     assert order.index("istiod") < order.index("istio-ingressgateway")
 
@@ -30,10 +30,11 @@ def test_waves_group_independent_phases(make_settings) -> None:
     waves = build_plan(make_settings(), gpu=True).waves()
     assert names(waves[0]) == {"cert-manager", "monitoring", "gpu-device-plugin"}
     assert names(waves[1]) == {"istio-base", "dcgm-exporter"}
-    assert names(waves[2]) == {"istiod"}
-    assert names(waves[3]) == {"istio-ingressgateway", "kserve-crd"}
-    assert names(waves[4]) == {"kserve"}
-    assert names(waves[5]) == {"kserve-runtimes"}
+    assert names(waves[2]) == {"istio-cni"}
+    assert names(waves[3]) == {"istiod"}
+    assert names(waves[4]) == {"istio-ingressgateway", "kserve-crd"}
+    assert names(waves[5]) == {"kserve"}
+    assert names(waves[6]) == {"kserve-runtimes"}
 
 
 def test_every_phase_depends_only_on_earlier_waves(make_settings) -> None:

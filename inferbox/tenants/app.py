@@ -1,0 +1,264 @@
+"""What the tenant tasks call: load and validate the files, render, apply, print.
+
+Each function takes the run's Settings (and a Kube where tests bring their own cluster) and does
+one task's work; tasks_tenants_proposal.py only parses flags and calls these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from inferbox.config import Settings
+from inferbox.errors import ConfigError, InferboxError
+from inferbox.k8s import Kube
+from inferbox.tenants import isolation
+from inferbox.tenants.apply import SHARED, ApplyReport, Desired, Outcome, apply_all, delete_tenant
+from inferbox.tenants.keys import ISSUER, IssuedToken, KeyInfo, KeyStore, issue_token, parse_ttl
+from inferbox.tenants.render import pss_version, render_shared, render_tenant, to_yaml
+from inferbox.tenants.spec import Tenant, load_tenants, parse_tenant, select, tenant_files
+from inferbox.validate import SchemaValidator
+
+_OUTCOME_STYLE = {Outcome.CREATED: "green", Outcome.CONFIGURED: "yellow", Outcome.PRUNED: "red",
+                  Outcome.UNCHANGED: "dim", Outcome.WOULD_CREATE: "green", Outcome.WOULD_CONFIGURE: "yellow",
+                  Outcome.WOULD_PRUNE: "red", Outcome.KEPT: "magenta"}
+
+
+class TenantsFailed(InferboxError):
+    """Some tenants could not be converged; ``table`` shows what was done."""
+
+    def __init__(self, message: str, table: Table) -> None:
+        self.table = table
+        super().__init__(message)
+
+
+def tenants_dir(settings: Settings) -> Path:
+    return settings.root / "tenants"
+
+
+def keystore(settings: Settings) -> KeyStore:
+    return KeyStore.for_state_dir(settings.state_dir)
+
+
+def load(settings: Settings, directory: Path | None = None) -> list[Tenant]:
+    """Every tenant file, all validated (one bad file stops everything)."""
+    return load_tenants(directory or tenants_dir(settings), root=settings.root)
+
+
+def render_units(settings: Settings, tenants: Sequence[Tenant], store: KeyStore, *,
+                 crds: Sequence[Path] = ()) -> list[Desired]:
+    """Render the shared objects and each tenant's, then schema-validate all of them at once."""
+    jwks = store.jwks_json()
+    version = pss_version(settings.versions.kubernetes.version)
+    units = [Desired(SHARED, render_shared())]
+    units += [Desired(t.name, render_tenant(t, ISSUER, jwks, pod_security_version=version)) for t in tenants]
+    SchemaValidator(settings.versions.kubernetes.version, crds).validate(
+        obj for unit in units for obj in unit.objects)
+    return units
+
+
+def connect(settings: Settings) -> Kube:
+    return Kube.connect(context=settings.kube_context)
+
+
+def report_table(report: ApplyReport, title: str = "tenants") -> Table:
+    table = Table(title=title)
+    for column in ("tenant", "object", "result", "detail"):
+        table.add_column(column)
+    for result in report.results:
+        style = _OUTCOME_STYLE.get(result.outcome, "")
+        table.add_row(result.tenant, str(result.ref), f"[{style}]{result.outcome.value}[/]", result.detail)
+    for tenant, error in sorted(report.errors.items()):
+        table.add_row(tenant, "", "[bold red]failed[/]", error)
+    return table
+
+
+def tenants_apply(settings: Settings, console: Console, *, tenant: str | None = None, dry_run: bool = False,
+                  crds: Sequence[Path] = (), kube: Kube | None = None, directory: Path | None = None) -> ApplyReport:
+    """Make the cluster match the tenant files (all, or the one named); prune what they dropped."""
+    tenants = load(settings, directory)  # all of them, even with --tenant: one bad file stops the run
+    units = render_units(settings, select(tenants, tenant), keystore(settings), crds=crds)
+    kube = kube or connect(settings)
+    report = apply_all(kube, units, dry_run=dry_run, declared=[t.name for t in tenants])
+    table = report_table(report, "tenants (dry run: nothing changed)" if dry_run else "tenants")
+    if report.errors:
+        raise TenantsFailed(report.summary(), table)
+    console.print(table)
+    console.print(report.summary(), highlight=False)
+    for orphan in report.orphans:
+        console.print(f"[yellow]tenant {orphan!r} has a namespace but no tenant file: "
+                      f"`invoke tenant-delete {orphan}` removes it[/]")
+    return report
+
+
+def tenants_render(settings: Settings, *, tenant: str | None = None, directory: Path | None = None,
+                   jwks: str | None = None) -> str:
+    """The YAML tenants-apply would apply (no cluster needed; keys from the keyring unless given)."""
+    tenants = select(load(settings, directory), tenant)
+    if jwks is None:
+        jwks = keystore(settings).jwks_json()
+    version = pss_version(settings.versions.kubernetes.version)
+    objects = render_shared() + [o for t in tenants for o in render_tenant(t, ISSUER, jwks,
+                                                                            pod_security_version=version)]
+    return to_yaml(objects)
+
+
+def tenant_delete(settings: Settings, console: Console, name: str, *, confirmed: bool,
+                  kube: Kube | None = None, directory: Path | None = None) -> ApplyReport:
+    """Delete what inferbox made for tenant ``name``; say so when its file would bring it back."""
+    report = delete_tenant(kube or connect(settings), name, confirmed=confirmed)
+    if not report.results:
+        console.print(f"nothing to delete: no objects carry tenant {name!r}'s labels")
+    else:
+        console.print(report_table(report, f"tenant-delete {name}"))
+    for path in tenant_files(directory or tenants_dir(settings)):
+        if path.stem == name:
+            console.print(f"[yellow]{path.name} still declares {name!r}: remove it, or the next "
+                          "`invoke tenants-apply` creates the tenant again[/]")
+    return report
+
+
+@dataclass(frozen=True)
+class NewTenant:
+    """What `invoke tenant-create` asks for; everything else gets a sensible default."""
+
+    name: str
+    display_name: str | None = None
+    models: Sequence[str] = ()
+    subjects: Sequence[str] = ()
+    groups: Sequence[str] = ()
+    cpu: str = "2"
+    memory: str = "4Gi"
+    gpu: int | None = None
+    pods: int = 10
+    inference_services: int = 2
+
+    def document(self) -> dict[str, Any]:
+        quotas: dict[str, Any] = {"cpu": self.cpu, "memory": self.memory, "pods": self.pods,
+                                  "inferenceServices": self.inference_services}
+        if self.gpu:
+            quotas["nvidia.com/gpu"] = self.gpu
+        return {
+            "name": self.name,
+            "displayName": self.display_name or self.name,
+            "quotas": quotas,
+            "limitRange": {"default": {"cpu": "500m", "memory": "1Gi"},
+                           "defaultRequest": {"cpu": "100m", "memory": "256Mi"}},
+            "models": list(self.models),
+            "callers": {"subjects": list(self.subjects), "groups": list(self.groups)},
+        }
+
+
+def create_tenant(settings: Settings, console: Console, new: NewTenant, *, apply: bool = True,
+                  kube: Kube | None = None, directory: Path | None = None) -> Path:
+    """Write ``tenants/<name>.yaml`` (validated first; an existing file is never overwritten) and
+    apply that tenant unless ``apply`` is off."""
+    folder = directory or tenants_dir(settings)
+    path = folder / f"{new.name}.yaml"
+    document = new.document()
+    parse_tenant(document, path, root=settings.root)  # invalid input: nothing is written
+    if any(p.stem == new.name for p in tenant_files(folder)):
+        raise ConfigError(str(path), [("name", f"tenant {new.name!r} already exists; edit its file instead")])
+    load(settings, folder)  # the other files must be valid too, or the apply below could not run
+    folder.mkdir(parents=True, exist_ok=True)
+    header = f"# Tenant {new.name}, created by `invoke tenant-create`. Format: README.md, section Tenants.\n"
+    with path.open("x") as handle:  # "x": fail rather than overwrite if it appeared meanwhile
+        handle.write(header + yaml.safe_dump(document, sort_keys=False))
+    console.print(f"wrote {path}")
+    if apply:
+        tenants_apply(settings, console, tenant=new.name, kube=kube, directory=folder)
+    return path
+
+
+def keys_table(keys: Sequence[KeyInfo]) -> Table:
+    table = Table(title="signing keys (ES256)")
+    for column in ("kid (RFC 7638 thumbprint)", "created", "status"):
+        table.add_column(column)
+    for key in keys:
+        table.add_row(key.kid, key.created, key.status)
+    return table
+
+
+def manage_keys(settings: Settings, console: Console, *, rotate: bool = False, retire: str | None = None,
+                show_jwks: bool = False) -> list[KeyInfo]:
+    """Create the key pair if missing, or rotate / retire; print the keys (public facts only)."""
+    store = keystore(settings)
+    if rotate and retire:
+        raise ConfigError("command line", [("rotate", "rotate and retire are separate steps: one at a time")])
+    _, created = store.ensure()
+    if created:
+        console.print(f"created a signing key in {store.directory} (mode 0600; never commit it)")
+    if rotate and not created:
+        new = store.rotate()
+        console.print(f"new active key {new.kid}; the previous key still verifies until retired")
+    if retire:
+        store.retire(retire)
+        console.print(f"retired {retire}")
+    if rotate or retire or created:
+        console.print("run `invoke tenants-apply` to publish the key set to the tenants' RequestAuthentication")
+    keys = store.list_keys()
+    console.print(keys_table(keys))
+    if show_jwks:
+        console.print_json(store.jwks_json())
+    return keys
+
+
+def token_for(settings: Settings, *, tenant: str, subject: str | None = None, ttl: str = "15m",
+              groups: Sequence[str] = (), directory: Path | None = None) -> tuple[IssuedToken, str | None]:
+    """A token for calling ``tenant``'s models, and a warning when its caller is not allowed."""
+    declared = select(load(settings, directory), tenant)[0]
+    if subject is None:
+        if not declared.callers.subjects:
+            raise ConfigError(f"tenants/{tenant}.yaml", [("callers.subjects", "no subject to default to: "
+                                                          "pass --subject")])
+        subject = declared.callers.subjects[0]
+    warning = None
+    if subject not in declared.callers.subjects and not set(groups) & set(declared.callers.groups):
+        warning = (f"{subject!r} is not an allowed caller of {tenant} (callers in tenants/{tenant}.yaml): "
+                   "the mesh will answer 403")
+    issued = issue_token(keystore(settings), tenant=tenant, subject=subject, ttl_s=parse_ttl(ttl), groups=groups)
+    return issued, warning
+
+
+def isolation_table(probes: Sequence[isolation.Probe]) -> Table:
+    table = Table(title="verify-isolation")
+    for column in ("case", "token", "expected", "observed", ""):
+        table.add_column(column)
+    for p in probes:
+        observed = str(p.status) if p.status is not None else f"- ({p.error})"
+        table.add_row(p.case.name, p.case.description, str(p.case.expected), observed,
+                      "[green]ok[/]" if p.ok else "[bold red]MISMATCH[/]")
+    return table
+
+
+def verify_isolation(settings: Settings, console: Console, *, base_url: str, tenant: str = "tenant-a",
+                     other_tenant: str = "tenant-b", model: str | None = None, host: str | None = None,
+                     domain: str = "example.com", timeout_s: float = 10.0,
+                     directory: Path | None = None) -> list[isolation.Probe]:
+    """Call ``tenant``'s model through the gateway at ``base_url`` with each crafted token."""
+    tenants = load(settings, directory)
+    declared = select(tenants, tenant)[0]
+    select(tenants, other_tenant)
+    if not declared.callers.subjects:
+        raise ConfigError(f"tenants/{tenant}.yaml", [("callers.subjects", "verify-isolation needs an allowed "
+                                                      "subject to send the valid token as")])
+    model = model or (declared.models[0] if declared.models else None)
+    if model is None:
+        raise ConfigError(f"tenants/{tenant}.yaml", [("models", "no model to call: pass --model")])
+    cases = isolation.craft_cases(keystore(settings), tenant=tenant, other_tenant=other_tenant,
+                                  subject=declared.callers.subjects[0])
+    url = f"{base_url.rstrip('/')}/v1/models/{model}:predict"
+    probes = isolation.run(url, cases, host=host or f"{model}.{tenant}.{domain}", timeout_s=timeout_s)
+    table = isolation_table(probes)
+    failed = [p.case.name for p in probes if not p.ok]
+    if failed:
+        raise TenantsFailed(f"isolation not as expected for: {', '.join(failed)}", table)
+    console.print(table)
+    console.print(f"all {len(probes)} cases answered as expected", highlight=False)
+    return probes

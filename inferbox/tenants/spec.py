@@ -1,0 +1,332 @@
+"""The tenant spec: one ``tenants/<name>.yaml`` per tenant, typed and validated with pydantic.
+
+Loading is all-or-nothing: every file is read and validated before anything is returned, so one
+bad file stops the whole run and nothing is applied (``load_tenants``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+)
+
+from inferbox.config import validation_problems
+from inferbox.errors import ConfigError
+
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+# InferenceService names are DNS-1035 labels (they become Service names): a letter first.
+DNS1035_LABEL = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
+TENANT_SUFFIXES = (".yaml", ".yml")
+
+# Namespaces the platform itself uses: a tenant of that name would take over platform objects.
+RESERVED_NAMES = frozenset({
+    "default", "kube-system", "kube-public", "kube-node-lease", "istio-system", "istio-ingress",
+    "cert-manager", "kserve", "knative-serving", "knative-operator", "monitoring", "gpu-operator",
+    "nvidia-device-plugin",
+})
+# Label keys inferbox sets itself; a tenant's own labels may not override them.
+RESERVED_LABEL_PREFIXES = ("app.kubernetes.io/", "inferbox.dev/", "istio", "pod-security.kubernetes.io/",
+                           "kubernetes.io/", "k8s.io/")
+
+_QUANTITY = re.compile(r"^(?P<number>[+-]?(?:\d+\.?\d*|\.\d+))(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|"
+                       r"[eE][+-]?\d+)?$")
+_SUFFIX_FACTORS: dict[str, Decimal] = {
+    "": Decimal(1), "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
+    "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
+    "P": Decimal("1e15"), "E": Decimal("1e18"),
+    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+}
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def parse_quantity(text: str) -> Decimal:
+    """A Kubernetes resource quantity ("500m", "8Gi", "1.5", "1e3") as a number of base units."""
+    match = _QUANTITY.match(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity (like 500m, 2, 8Gi)")
+    suffix = match.group("suffix") or ""
+    try:
+        number = Decimal(match.group("number"))
+    except InvalidOperation:  # pragma: no cover - the regex admits only decimal numbers
+        raise ValueError(f"{text!r} is not a Kubernetes quantity") from None
+    if suffix[:1] in ("e", "E"):
+        return number * (Decimal(10) ** int(suffix[1:]))
+    return number * _SUFFIX_FACTORS[suffix]
+
+
+def _quantity_text(value: Any) -> Any:
+    # YAML reads `cpu: 2` as an int; quantities are strings in the API, so keep the user's spelling.
+    if isinstance(value, bool):
+        return value  # let the str check below reject it
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+def _positive_quantity(value: str) -> str:
+    if parse_quantity(value) <= 0:
+        raise ValueError(f"must be greater than zero (got {value!r})")
+    return value
+
+
+Quantity = Annotated[str, BeforeValidator(_quantity_text), AfterValidator(_positive_quantity)]
+
+
+class _Strict(BaseModel):
+    # Only the file's spelling (the aliases) is accepted: `gpu:` must not pass for `nvidia.com/gpu:`.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False, str_strip_whitespace=True)
+
+
+class Quotas(_Strict):
+    """The tenant's ceiling. ``cpu``/``memory`` bound both requests and limits (see the README)."""
+
+    cpu: Quantity
+    memory: Quantity
+    gpu: PositiveInt | None = Field(default=None, alias="nvidia.com/gpu",
+                                    description="GPUs; absent means the tenant may use none")
+    pods: PositiveInt
+    inference_services: PositiveInt = Field(alias="inferenceServices")
+
+
+class CpuMemory(_Strict):
+    cpu: Quantity
+    memory: Quantity
+
+
+class LimitDefaults(_Strict):
+    """Container defaults (a LimitRange): pods that name no resources still fit the quota."""
+
+    default: CpuMemory
+    default_request: CpuMemory = Field(alias="defaultRequest")
+
+
+def _caller_name(value: str) -> str:
+    # Istio matches requestPrincipals with * as a wildcard: a caller named "*" would admit anyone.
+    if not value or any(ch.isspace() for ch in value) or "*" in value:
+        raise ValueError(f"{value!r}: a caller is a non-empty name without spaces or '*'")
+    return value
+
+
+Caller = Annotated[str, BeforeValidator(_caller_name)]
+
+
+def _unique(values: Sequence[str], what: str) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{what} {value!r} is listed twice")
+        seen.add(value)
+
+
+class Callers(_Strict):
+    """Who may call the tenant's models: JWT subjects (``sub``) and/or members of groups (``groups``)."""
+
+    subjects: list[Caller] = Field(default_factory=list)
+    groups: list[Caller] = Field(default_factory=list)
+
+    @field_validator("subjects", "groups")
+    @classmethod
+    def _no_duplicates(cls, values: list[str]) -> list[str]:
+        _unique(values, "caller")
+        return values
+
+
+class RateLimit(_Strict):
+    """Per predictor replica (Envoy's local rate limit counts in each sidecar)."""
+
+    requests_per_second: PositiveInt = Field(alias="requestsPerSecond")
+    burst: PositiveInt | None = Field(default=None, description="token bucket size; default requestsPerSecond")
+
+    @property
+    def bucket(self) -> int:
+        return self.burst or self.requests_per_second
+
+
+class Tenant(_Strict):
+    name: str = Field(pattern=DNS1123_LABEL, description="DNS-1123 label; also the namespace; equals the file stem")
+    display_name: str = Field(alias="displayName", min_length=1, max_length=200)
+    quotas: Quotas
+    limit_range: LimitDefaults = Field(alias="limitRange")
+    models: list[Annotated[str, Field(pattern=DNS1035_LABEL)]] = Field(default_factory=list)
+    callers: Callers = Field(default_factory=Callers)
+    rate_limit: RateLimit | None = Field(default=None, alias="rateLimit")
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_NAMES or value.startswith("kube-"):
+            raise ValueError(f"{value!r} is a platform namespace, not available to a tenant")
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _models_unique(cls, values: list[str]) -> list[str]:
+        _unique(values, "model")
+        return values
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_valid(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key, value in labels.items():
+            _check_label(key, value)
+        return labels
+
+    @property
+    def namespace(self) -> str:
+        return self.name
+
+
+def cross_field_problems(tenant: Tenant) -> list[tuple[str, str]]:
+    """Rules between fields, each reported at the field to change (pydantic would say "<top level>")."""
+    problems: list[tuple[str, str]] = []
+    limits = tenant.limit_range
+    for resource in ("cpu", "memory"):
+        request, limit = getattr(limits.default_request, resource), getattr(limits.default, resource)
+        if parse_quantity(request) > parse_quantity(limit):
+            problems.append((f"limitRange.defaultRequest.{resource}",
+                             f"{request} exceeds limitRange.default.{resource} ({limit})"))
+        # A default limit above the whole quota would make every pod without explicit resources fail.
+        quota = getattr(tenant.quotas, resource)
+        if parse_quantity(limit) > parse_quantity(quota):
+            problems.append((f"limitRange.default.{resource}", f"{limit} exceeds quotas.{resource} ({quota})"))
+    rate = tenant.rate_limit
+    if rate is not None and rate.burst is not None and rate.burst < rate.requests_per_second:
+        problems.append(("rateLimit.burst", f"{rate.burst} is less than requestsPerSecond "
+                                            f"({rate.requests_per_second})"))
+    return problems
+
+
+def _check_label(key: str, value: str) -> None:
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+        raise ValueError(f"label key {key!r}: prefix must be a DNS subdomain")
+    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+        raise ValueError(f"label key {key!r}: name must be 1-63 alphanumerics, '-', '_' or '.'")
+    if len(value) > 63 or not _LABEL_VALUE.match(value):
+        raise ValueError(f"label {key}={value!r}: value must be at most 63 alphanumerics, '-', '_' or '.'")
+    if key.startswith(RESERVED_LABEL_PREFIXES):
+        raise ValueError(f"label key {key!r} is reserved for inferbox and Kubernetes")
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys silently; a tenant file with both is a mistake."""
+
+
+def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return dict(loader.construct_mapping(node))
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+class TenantConfigError(ConfigError):
+    """One or more tenant files are invalid; ``errors`` holds one ConfigError per file."""
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        self.errors = list(errors)
+        self.path = ", ".join(e.path for e in self.errors)
+        self.problems = [(f"{e.path}: {f}", m) for e in self.errors for f, m in e.problems]
+        lines = [f"{e.path}: {f}: {m}" for e in self.errors for f, m in e.problems]
+        Exception.__init__(self, "invalid tenant configuration (nothing was applied)\n  " + "\n  ".join(lines))
+
+
+def _display(path: Path, root: Path | None) -> str:
+    if root is not None:
+        try:
+            return str(path.relative_to(root))
+        except ValueError:
+            pass
+    return str(path)
+
+
+def parse_tenant(data: Any, path: Path, *, root: Path | None = None) -> Tenant:
+    """Validate one tenant document; problems name the file and the field."""
+    shown = _display(path, root)
+    if not isinstance(data, Mapping):
+        raise ConfigError(shown, [("<top level>", "a tenant file is a YAML mapping (name, displayName, quotas, ...)")])
+    try:
+        tenant = Tenant.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(shown, validation_problems(exc, Tenant)) from exc
+    problems = cross_field_problems(tenant)
+    stem = path.name.removesuffix(path.suffix)
+    if tenant.name != stem:
+        problems.insert(0, ("name", f"{tenant.name!r} must equal the file name ({stem!r})"))
+    if problems:
+        raise ConfigError(shown, problems)
+    return tenant
+
+
+def load_tenant_file(path: Path, *, root: Path | None = None) -> Tenant:
+    shown = _display(path, root)
+    try:
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except FileNotFoundError:
+        raise ConfigError(shown, [("<file>", "not found")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(shown, [("<syntax>", " ".join(str(exc).split()))]) from exc
+    return parse_tenant(data, path, root=root)
+
+
+def tenant_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in TENANT_SUFFIXES)
+
+
+def load_tenants(directory: Path, *, root: Path | None = None) -> list[Tenant]:
+    """Every tenant under ``directory``, sorted by name; raise once with every file's problems."""
+    errors: list[ConfigError] = []
+    tenants: dict[str, tuple[Tenant, str]] = {}
+    for path in tenant_files(directory):
+        try:
+            tenant = load_tenant_file(path, root=root)
+        except ConfigError as exc:
+            errors.append(exc)
+            continue
+        shown = _display(path, root)
+        if tenant.name in tenants:
+            errors.append(ConfigError(shown, [("name", f"duplicate tenant {tenant.name!r}: also declared in "
+                                                       f"{tenants[tenant.name][1]}")]))
+            continue
+        tenants[tenant.name] = (tenant, shown)
+    if errors:
+        raise TenantConfigError(errors)
+    return [tenants[name][0] for name in sorted(tenants)]
+
+
+def select(tenants: Sequence[Tenant], name: str | None) -> list[Tenant]:
+    """All tenants, or the one named (an unknown name is an error that lists the known ones)."""
+    if name is None:
+        return list(tenants)
+    for tenant in tenants:
+        if tenant.name == name:
+            return [tenant]
+    known = ", ".join(t.name for t in tenants) or "none"
+    raise ConfigError("tenants/", [("name", f"no tenant {name!r} is declared (known: {known})")])

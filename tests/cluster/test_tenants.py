@@ -1,0 +1,359 @@
+"""tenants-apply against a real API server with the upstream CRDs: create, idempotence, changes,
+pruning, quota and Pod Security admission, the model admission policy, RBAC, tenant-delete."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from rich.console import Console
+
+from inferbox import PROJECT_ROOT
+from inferbox.config import Settings
+from inferbox.errors import InferboxError, Invalid
+from inferbox.k8s import Kube, ObjectRef
+from inferbox.tenants import app
+from inferbox.tenants.apply import Outcome
+from inferbox.tenants.render import TENANT_LABEL
+from inferbox.testenv import ControlPlane
+from inferbox.testenv.waiting import wait_for
+from inferbox.wait import Deadline, Waiter
+
+pytestmark = [pytest.mark.cluster, pytest.mark.crds]
+
+ISVC = {"group": "serving.kserve.io", "version": "v1beta1", "plural": "inferenceservices"}
+SECURITY = {"group": "security.istio.io", "version": "v1"}
+
+
+@pytest.fixture(scope="module")
+def kube(control_plane: ControlPlane, crds_installed: object) -> Kube:
+    return Kube.connect(kubeconfig=control_plane.kubeconfig)
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    settings = make_settings()
+    app.keystore(settings).ensure()
+    return settings
+
+
+class Tenants:
+    """A private tenants/ folder with uniquely named copies of the shipped tenants."""
+
+    def __init__(self, folder: Path, settings: Settings, kube: Kube) -> None:
+        self.folder = folder
+        self.settings = settings
+        self.kube = kube
+        self.suffix = uuid.uuid4().hex[:6]
+        self.docs: dict[str, dict[str, Any]] = {}
+
+    def add(self, shipped: str) -> str:
+        doc = yaml.safe_load((PROJECT_ROOT / "tenants" / f"{shipped}.yaml").read_text())
+        doc["name"] = f"{shipped}-{self.suffix}"
+        self.write(doc)
+        return str(doc["name"])
+
+    def write(self, doc: dict[str, Any]) -> None:
+        self.docs[doc["name"]] = doc
+        (self.folder / f"{doc['name']}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    def edit(self, name: str, change: Callable[[dict[str, Any]], None]) -> None:
+        doc = copy.deepcopy(self.docs[name])
+        change(doc)
+        self.write(doc)
+
+    def apply(self, **kwargs: Any) -> Any:
+        return app.tenants_apply(self.settings, Console(file=io.StringIO(), width=200), kube=self.kube,
+                                 directory=self.folder, **kwargs)
+
+    def delete(self, name: str, *, confirmed: bool = True) -> Any:
+        return app.tenant_delete(self.settings, Console(file=io.StringIO(), width=200), name, confirmed=confirmed,
+                                 kube=self.kube, directory=self.folder)
+
+
+@pytest.fixture
+def tenants(tmp_path: Path, settings: Settings, kube: Kube, core: client.CoreV1Api) -> Iterator[Tenants]:
+    folder = tmp_path / "tenants"
+    folder.mkdir()
+    made = Tenants(folder, settings, kube)
+    yield made
+    for name in made.docs:
+        try:
+            core.delete_namespace(name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def outcomes(report: Any, tenant: str | None = None) -> dict[str, Outcome]:
+    return {f"{r.ref.kind}/{r.ref.name}": r.outcome for r in report.results if tenant is None or r.tenant == tenant}
+
+
+def changed(report: Any) -> dict[str, Outcome]:
+    return {f"{r.ref.kind}/{r.ref.name}": r.outcome for r in report.changed}
+
+
+def test_apply_creates_everything_and_a_second_run_changes_nothing(tenants: Tenants, kube: Kube,
+                                                                    api: client.ApiClient) -> None:
+    a = tenants.add("tenant-a")
+    b = tenants.add("tenant-b")
+    planned = tenants.apply(dry_run=True)
+    assert set(outcomes(planned, a).values()) == {Outcome.WOULD_CREATE}
+    assert kube.get(ObjectRef("v1", "Namespace", a)) is None  # a dry run changes nothing
+    first = tenants.apply()
+    assert not first.errors
+    created = outcomes(first, a)
+    assert set(created.values()) == {Outcome.CREATED}
+    assert {"Namespace/" + a, "ResourceQuota/tenant-quota", "LimitRange/tenant-defaults",
+            "NetworkPolicy/default-deny", "PeerAuthentication/default", "RequestAuthentication/inferbox-jwt",
+            "AuthorizationPolicy/allow-callers", "EnvoyFilter/inferbox-rate-limit", "ServiceAccount/tenant-operator",
+            "Role/tenant-operator", "RoleBinding/tenant-operator", "ConfigMap/inferbox-tenant"} <= set(created)
+    assert "EnvoyFilter/inferbox-rate-limit" not in outcomes(first, b)  # tenant-b sets no rate limit
+
+    # The Istio objects went through their CRDs' server-side validation and read back as rendered.
+    policy = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        **SECURITY, namespace=a, plural="authorizationpolicies", name="allow-callers")
+    assert policy["spec"]["rules"][0]["when"] == [{"key": "request.auth.claims[tenant]", "values": [a]}]
+    jwt_rule = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        **SECURITY, namespace=a, plural="requestauthentications", name="inferbox-jwt")["spec"]["jwtRules"][0]
+    assert jwt_rule["jwks"] == app.keystore(tenants.settings).jwks_json()
+
+    second = tenants.apply()
+    assert second.changed == [] and not second.errors
+    assert second.summary() == f"nothing changed: all {len(second.results)} objects unchanged"
+    assert len(second.results) == len(first.results)
+
+    dry = tenants.apply(dry_run=True)  # the server's dry-run apply agrees
+    assert dry.changed == []
+
+
+def test_crd_schema_is_enforced_server_side(tenants: Tenants, kube: Kube) -> None:
+    a = tenants.add("tenant-a")
+    tenants.apply(tenant=a)
+    broken = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+              "metadata": {"name": "broken", "namespace": a}, "spec": {"action": "PERMIT"}}
+    with pytest.raises(Invalid, match=r"spec\.action"):
+        kube.apply(broken, field_manager="test")
+
+
+def test_changes_touch_exactly_the_right_objects(tenants: Tenants, kube: Kube) -> None:
+    a = tenants.add("tenant-a")
+    b = tenants.add("tenant-b")
+    tenants.apply()
+
+    tenants.edit(a, lambda d: d["callers"].update(subjects=["iris-web"]))  # iris-ci may no longer call
+    planned = tenants.apply(dry_run=True)
+    assert changed(planned) == {"AuthorizationPolicy/allow-callers": Outcome.WOULD_CONFIGURE}
+    report = tenants.apply()
+    assert changed(report) == {"AuthorizationPolicy/allow-callers": Outcome.CONFIGURED}
+    live = kube.get(ObjectRef("security.istio.io/v1", "AuthorizationPolicy", "allow-callers", a))
+    assert live is not None
+    assert live["spec"]["rules"][0]["from"][0]["source"]["requestPrincipals"] == [
+        "https://issuer.inferbox.local/iris-web"]
+
+    tenants.edit(a, lambda d: d.update(models=[]))
+    assert changed(tenants.apply()) == {"ConfigMap/inferbox-tenant": Outcome.CONFIGURED}
+
+    tenants.edit(a, lambda d: d.pop("rateLimit"))
+    assert changed(tenants.apply(dry_run=True)) == {"EnvoyFilter/inferbox-rate-limit": Outcome.WOULD_PRUNE}
+    report = tenants.apply()
+    assert changed(report) == {"EnvoyFilter/inferbox-rate-limit": Outcome.PRUNED}
+    assert kube.get(ObjectRef("networking.istio.io/v1alpha3", "EnvoyFilter", "inferbox-rate-limit", a)) is None
+    assert set(outcomes(report, b).values()) == {Outcome.UNCHANGED}  # the other tenant is untouched
+
+    assert tenants.apply().changed == []
+
+
+def _pod(name: str, requests: dict[str, str] | None = None, limits: dict[str, str] | None = None,
+         init: client.V1Container | None = None) -> client.V1Pod:
+    resources = client.V1ResourceRequirements(requests=requests, limits=limits) if requests or limits else None
+    return client.V1Pod(metadata=client.V1ObjectMeta(name=name), spec=client.V1PodSpec(
+        containers=[client.V1Container(name="server", image="example.invalid/model:1", resources=resources)],
+        init_containers=[init] if init else None))
+
+
+def _quota_ready(kube: Kube, core: client.CoreV1Api, namespace: str) -> None:
+    """Wait until the quota controller has computed usage for every resource of tenant-quota.
+
+    Admission refuses what a quota covers until then ("status unknown for quota"). A quota created
+    within ~30 s of the KServe CRDs (the controller's discovery resync) is computed without
+    InferenceServices, and recomputed only when spec.hard changes or after 5 minutes; so while the
+    count is missing, spec.hard is touched (an extra entry added and removed again) to ask again.
+    """
+    ref = ObjectRef("v1", "ResourceQuota", "tenant-quota", namespace)
+    Waiter(kube).until(ref, lambda q: bool((q.get("status") or {}).get("used")), Deadline(60),
+                       what="the quota controller to compute tenant-quota's usage")
+
+    def computed() -> bool:
+        quota = core.read_namespaced_resource_quota("tenant-quota", namespace)
+        if set(quota.spec.hard) <= set(quota.status.used or {}):
+            return True
+        for value in ("1000", None):
+            core.patch_namespaced_resource_quota("tenant-quota", namespace,
+                                                 {"spec": {"hard": {"count/configmaps": value}}})
+        return False
+
+    wait_for(computed, timeout=90, what=f"usage of every resource in {namespace}/tenant-quota",
+             describe=lambda: str(core.read_namespaced_resource_quota("tenant-quota", namespace).status))
+
+
+def test_quota_limit_range_and_pod_security_admission(tenants: Tenants, kube: Kube, core: client.CoreV1Api) -> None:
+    a = tenants.add("tenant-a")
+    tenants.apply(tenant=a)
+    _quota_ready(kube, core, a)
+
+    admitted = core.create_namespaced_pod(a, _pod("defaults"))
+    # No resources named: the LimitRange filled in the tenant's defaults, so the quota can count them.
+    assert admitted.spec.containers[0].resources.requests == {"cpu": "100m", "memory": "256Mi"}
+    assert admitted.spec.containers[0].resources.limits == {"cpu": "500m", "memory": "512Mi"}
+
+    with pytest.raises(ApiException) as err:
+        core.create_namespaced_pod(a, _pod("too-big", {"cpu": "5"}, {"cpu": "5"}))
+    assert err.value.status == 403 and "exceeded quota: tenant-quota" in err.value.body
+    with pytest.raises(ApiException) as err:  # tenant-a has no GPU quota: none at all
+        core.create_namespaced_pod(a, _pod("gpu", {"nvidia.com/gpu": "1"}, {"nvidia.com/gpu": "1"}))
+    assert err.value.status == 403 and "requests.nvidia.com/gpu" in err.value.body
+
+    # baseline is enforced: Istio's classic istio-init (NET_ADMIN, NET_RAW) is refused, which is
+    # why meshed tenant pods need the Istio CNI node agent (see manifests/tenant/namespace.yaml.j2).
+    istio_init = client.V1Container(name="istio-init", image="example.invalid/proxyv2:1",
+                                    security_context=client.V1SecurityContext(
+                                        capabilities=client.V1Capabilities(add=["NET_ADMIN", "NET_RAW"])))
+    with pytest.raises(ApiException) as err:
+        core.create_namespaced_pod(a, _pod("meshed", init=istio_init))
+    message = json.loads(err.value.body)["message"]
+    assert err.value.status == 403 and 'violates PodSecurity "baseline:' in message
+    assert "NET_ADMIN" in message
+
+
+def _allowed(api: client.ApiClient, user: str, groups: list[str], verb: str, resource: str,
+             namespace: str | None = None, group: str = "", subresource: str | None = None) -> bool:
+    review = client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(
+        user=user, groups=groups, resource_attributes=client.V1ResourceAttributes(
+            namespace=namespace, verb=verb, resource=resource, group=group, subresource=subresource)))
+    return bool(client.AuthorizationV1Api(api).create_subject_access_review(review).status.allowed)
+
+
+def test_operator_service_account_is_confined_to_its_namespace(tenants: Tenants, control_plane: ControlPlane,
+                                                               api: client.ApiClient, kube: Kube,
+                                                               core: client.CoreV1Api) -> None:
+    a = tenants.add("tenant-a")
+    c = tenants.add("tenant-c")
+    tenants.apply()
+    _quota_ready(kube, core, a)
+    user = f"system:serviceaccount:{a}:tenant-operator"
+    groups = ["system:serviceaccounts", f"system:serviceaccounts:{a}", "system:authenticated"]
+
+    def can(verb: str, resource: str, namespace: str | None, **kw: Any) -> bool:
+        return _allowed(api, user, groups, verb, resource, namespace, **kw)
+
+    assert can("create", "inferenceservices", a, group="serving.kserve.io")
+    assert can("delete", "inferenceservices", a, group="serving.kserve.io")
+    assert can("get", "pods", a, subresource="log")
+    assert can("list", "events", a)
+    # Not their quota, policies or secrets; nothing in another tenant's namespace; nothing cluster-wide.
+    assert not can("delete", "resourcequotas", a)
+    assert not can("update", "authorizationpolicies", a, group="security.istio.io")
+    assert not can("get", "secrets", a)
+    assert not can("list", "pods", c)
+    assert not can("get", "inferenceservices", c, group="serving.kserve.io")
+    assert not can("list", "namespaces", None)
+    assert not can("list", "nodes", None)
+
+    # The same through real requests made as the ServiceAccount: the admin impersonates it, as
+    # kubectl --as does (the apiserver adds the ServiceAccount's groups itself).
+    as_operator = control_plane.api_client()
+    as_operator.set_default_header("Impersonate-User", user)
+    try:
+        objects = client.CustomObjectsApi(as_operator)
+        isvc = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+                "metadata": {"name": "sklearn-iris"},
+                "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"},
+                                                 "storageUri": "gs://kfserving-examples/models/sklearn/1.0/model"}}}}
+
+        last_error: list[str] = []
+
+        def created() -> bool:
+            # The admission policy is loaded by the apiserver shortly after it is created.
+            try:
+                objects.create_namespaced_custom_object(**ISVC, namespace=a, body=isvc)
+            except ApiException as exc:
+                if exc.status == 403 and "not among the models" in exc.body:
+                    raise AssertionError(f"an allowed model was refused: {exc.body}") from exc
+                last_error[:] = [f"{exc.status}: {exc.body}"]
+                return False
+            return True
+
+        wait_for(created, timeout=30, what=f"operator of {a} creating its allowed model",
+                 describe=lambda: last_error[0] if last_error else "no answer")
+        # A model the tenant file does not list is refused by the admission policy.
+        other = {**isvc, "metadata": {"name": "not-listed"}}
+
+        def refused() -> str | None:
+            try:
+                objects.create_namespaced_custom_object(**ISVC, namespace=a, body=other, dry_run="All")
+            except ApiException as exc:
+                return exc.body if "not among the models" in exc.body else None
+            return None
+
+        body = wait_for(refused, timeout=30, what="inferbox-tenant-models to refuse an unlisted model")
+        assert "InferenceService not-listed is not among the models tenant" in body
+        with pytest.raises(ApiException) as err:
+            client.CoreV1Api(as_operator).list_namespaced_pod(c)
+        assert err.value.status == 403
+        with pytest.raises(ApiException) as err:
+            client.CoreV1Api(as_operator).list_namespace()
+        assert err.value.status == 403
+    finally:
+        as_operator.close()
+
+
+def test_tenant_delete_removes_only_what_inferbox_owns(tenants: Tenants, kube: Kube,
+                                                       core: client.CoreV1Api) -> None:
+    a = tenants.add("tenant-a")
+    b = tenants.add("tenant-b")
+    tenants.apply()
+    before_b = tenants.apply(tenant=b).results
+    core.create_namespaced_config_map(a, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="users-own"),
+                                                            data={"k": "v"}))
+    with pytest.raises(InferboxError, match="without confirmation"):
+        tenants.delete(a, confirmed=False)
+
+    report = tenants.delete(a)
+    result = outcomes(report)
+    assert result.pop(f"Namespace/{a}") is Outcome.KEPT
+    assert set(result.values()) == {Outcome.PRUNED} and "ConfigMap/inferbox-tenant" in result
+    kept = next(r for r in report.results if r.ref.kind == "Namespace")
+    assert "configmap/users-own" in kept.detail
+    assert core.read_namespaced_config_map("users-own", a).data == {"k": "v"}  # not ours: untouched
+    assert kube.list("v1", "ResourceQuota", a) == []
+    assert [o for o in kube.list("networking.k8s.io/v1", "NetworkPolicy", a)] == []
+    # The other tenant is exactly as it was.
+    assert len(tenants.apply(tenant=b).results) == len(before_b)
+    assert tenants.apply(tenant=b).changed == []
+
+    # With the file gone, tenants-apply names the leftover namespace instead of deleting it.
+    (tenants.folder / f"{a}.yaml").unlink()
+    tenants.docs.pop(a)
+    assert a in tenants.apply().orphans
+    core.delete_namespaced_config_map("users-own", a)
+    final = tenants.delete(a)
+    assert outcomes(final) == {f"Namespace/{a}": Outcome.PRUNED}
+
+    def gone_or_terminating() -> bool:
+        try:
+            return core.read_namespace(a).status.phase == "Terminating"
+        except ApiException as exc:
+            return exc.status == 404
+
+    assert gone_or_terminating()
+    assert kube.list("v1", "Namespace", label_selector=f"{TENANT_LABEL}={b}")
