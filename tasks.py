@@ -324,6 +324,46 @@ def verify_isolation(c: Context, base_url: str = "http://localhost:8080", tenant
                              other_tenant=other_tenant, model=model, host=host, domain=domain, timeout_s=timeout)
 
 
+@task(help={**KUBE_HELP,
+            "grafana_port": "local port for Grafana on 127.0.0.1 (default 3000; 0 picks a free one)",
+            "prometheus_port": "local port for Prometheus on 127.0.0.1 (default 9090; 0 picks a free one)",
+            "verbose": "log every API call failure on stderr"})
+def dashboards(c: Context, grafana_port: int = 3000, prometheus_port: int = 9090, provider: str | None = None,
+               cluster_name: str | None = None, context: str | None = None, verbose: bool = False) -> None:
+    """Port-forward Grafana and Prometheus, print their URLs and the Grafana admin login; Ctrl-C stops."""
+    from inferbox.observability.dashboards import open_dashboards
+
+    with cli.exit_on_error():
+        settings = cli.settings(provider=provider, cluster_name=cluster_name, context=context)
+        cli.setup_logging(settings.state_dir, verbose=verbose)
+        open_dashboards(settings, cli.console, grafana_port=grafana_port, prometheus_port=prometheus_port)
+
+
+@task(help={"namespace": "render into this namespace instead of the monitoring phase's"})
+def observability_render(c: Context, namespace: str | None = None) -> None:
+    """Print the monitoring objects the monitoring phase applies (monitors, rules, dashboard ConfigMaps)."""
+    import yaml
+
+    from inferbox.observability.manifests import render_monitoring
+
+    with cli.exit_on_error():
+        objects = render_monitoring(cli.settings(), namespace=namespace)
+        print(yaml.safe_dump_all(objects, sort_keys=False), end="")
+
+
+@task(help={"verbose": "list every expression checked, not only the problems"})
+def observability_check(c: Context, verbose: bool = False) -> None:
+    """Parse every dashboard and alert PromQL expression with Prometheus' parser (builds tools/promql-check once)."""
+    from inferbox.observability.check import check_all
+
+    with cli.exit_on_error():
+        report = check_all(cli.settings())
+        for line in report.lines(verbose=verbose):
+            cli.console.print(line, highlight=False, soft_wrap=True)
+        if not report.ok:
+            raise cli.Exit("observability: problems found (see above)", code=1)
+
+
 @task(help={"build_only": "build (or find cached) binaries and stop there",
             "once": "start, print the cluster summary, then stop (no waiting for Ctrl-C)",
             "crds": "folder of CRD manifests to install (default ../shared/crds when present)"})
@@ -349,4 +389,5 @@ def check(c: Context, fix: bool = False) -> None:
 
 namespace = Collection(tools, doctor, plan, bootstrap, status, teardown, testenv,
                        tenants_apply, tenants_render, tenant_create, tenant_delete, keys, token, verify_isolation,
-                       models, deploy_model, predict, down, undeploy_model, promote, rollback, check)
+                       models, deploy_model, predict, down, undeploy_model, promote, rollback,
+                       dashboards, observability_render, observability_check, check)

@@ -16,6 +16,7 @@ from inferbox.errors import ClusterError, InferboxError, KubeError
 from inferbox.events import EventLog
 from inferbox.install import DryRunWaiter, HealthWaiter, Outcome, PhaseInstaller, execute
 from inferbox.k8s import Kube
+from inferbox.observability.manifests import manifest_context as observability_context
 from inferbox.phases import build_plan
 from inferbox.plan import Plan
 from inferbox.providers import make_provider
@@ -100,7 +101,8 @@ def bootstrap(settings: Settings, console: Console, *, runner: Runner | None = N
             kube = Kube.connect(context=settings.kube_context)
             waiter = Waiter(kube, context=settings.kube_context, stop=stop)
         installer = PhaseInstaller(helm=tools.helm, waiter=waiter, renderer=renderer, events=events, kube=kube,
-                                   manifest_context={"serving_version": settings.versions.knative.serving_version},
+                                   manifest_context={"serving_version": settings.versions.knative.serving_version,
+                                                     **observability_context(settings)},
                                    note=note)
         with ProgressView(console, plan) as view:
             events.listeners.append(view)

@@ -156,6 +156,19 @@ class LintPin(_Strict):
     actionlint_version: Version
 
 
+class ObservabilityPin(_Strict):
+    """What the observability checks are built from (tools/promql-check)."""
+
+    prometheus_module_version: Version = Field(
+        description="github.com/prometheus/prometheus Go module version (v0.3XX.Y is Prometheus v3.XX.Y)")
+
+    @property
+    def prometheus_release(self) -> str:
+        """The Prometheus release the module version stands for: v0.309.1 -> v3.9.1."""
+        _, minor, patch = self.prometheus_module_version.removeprefix("v").split("-")[0].split(".")
+        return f"v{int(minor) // 100}.{int(minor) % 100}.{patch}"
+
+
 class Versions(_Strict):
     schema_version: Literal[1] = Field(alias="schema")
     kubernetes: KubernetesPin
@@ -164,6 +177,7 @@ class Versions(_Strict):
     knative: KnativePin
     testenv: TestenvPin
     lint: LintPin
+    observability: ObservabilityPin
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

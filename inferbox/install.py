@@ -8,7 +8,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from inferbox.errors import InferboxError, PhaseFailed
 from inferbox.events import EventLog
@@ -50,7 +50,7 @@ class PhaseInstaller:
     renderer: Renderer
     events: EventLog
     kube: Kube | None = None  # None in a dry run
-    manifest_context: dict[str, str] | None = None
+    manifest_context: dict[str, Any] | None = None
     # Where a dry run records the API steps it skips (RecordingRunner.note).
     note: Callable[[str], None] | None = None
 

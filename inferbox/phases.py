@@ -138,7 +138,10 @@ def build_plan(settings: Settings, *, gpu: bool) -> Plan:
     if settings.monitoring:
         phases.append(phase(
             "monitoring", "kube-prometheus-stack", "monitoring", release="kube-prometheus-stack",
-            timeout_s=600, expected_s=150, checks=(
+            timeout_s=600, expected_s=150,
+            # Scrape monitors, alert rules, dashboard ConfigMaps (inferbox.observability.manifests).
+            manifests=("monitoring/scrape.yaml.j2", "monitoring/rules.yaml.j2", "monitoring/dashboards.yaml.j2"),
+            checks=(
                 HealthCheck(CRD, "podmonitors.monitoring.coreos.com"),
                 HealthCheck(CRD, "servicemonitors.monitoring.coreos.com"),
                 HealthCheck(CRD, "prometheusrules.monitoring.coreos.com"),
