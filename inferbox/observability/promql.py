@@ -10,20 +10,19 @@ errors and the metric names its selectors reference.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from inferbox import PROJECT_ROOT
 from inferbox.errors import InferboxError
+from inferbox.locks import file_lock
 from inferbox.observability.pins import PROMETHEUS_MODULE, ObservabilityPin
 from inferbox.runner import Command, Runner, ShellRunner
 
@@ -116,7 +115,7 @@ def ensure_built(pin: ObservabilityPin, *, runner: Runner | None = None, cache_d
     home = cache_dir / f"{BINARY_NAME}-{digest}"
     binary = home / BINARY_NAME
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with _file_lock(cache_dir / f".{BINARY_NAME}-{digest}.lock"):
+    with file_lock(cache_dir / f".{BINARY_NAME}-{digest}.lock"):
         if os.access(binary, os.X_OK):
             return binary
         tmp = Path(tempfile.mkdtemp(prefix=f".{BINARY_NAME}-{digest}-", dir=cache_dir))
@@ -161,13 +160,3 @@ def check(binary: Path, expressions: Sequence[Expression], *, runner: Runner | N
     return results
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    # Two test processes (or a test and a task) building at once: the second waits, then finds
-    # the first one's binary.
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -18,7 +18,6 @@ from it).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -28,12 +27,12 @@ import tarfile
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inferbox.locks import file_lock
 from inferbox.testenv.pins import TestenvPins
 
 __all__ = [
@@ -140,7 +139,7 @@ def ensure_binaries(pins: TestenvPins, cache_dir: Path | None = None, log: Log =
     digest = build_digest(pins, module_dir)
     root = cache_dir / digest
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with _file_lock(cache_dir / f".{digest}.lock"):
+    with file_lock(cache_dir / f".{digest}.lock"):
         if found := _load_stamped(root, digest):
             log(f"testenv binaries: cached in {root}")
             return found
@@ -356,11 +355,3 @@ def _load_stamped(root: Path, digest: str) -> BinarySet | None:
     return found
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
