@@ -364,6 +364,58 @@ def observability_check(c: Context, verbose: bool = False) -> None:
             raise cli.Exit("observability: problems found (see above)", code=1)
 
 
+LOAD_HELP = {
+    "profile": "a profile of load/profiles.yaml: smoke (default), steady, spike, soak, chat-smoke, chat-steady",
+    "model": "the catalog model to load (default: the profile's first model)",
+    "tenant": "send this tenant's JWT (Authorization: Bearer); with --target cluster also routes to "
+              "<model>.<tenant> (default there: the profile's first tenant)",
+    "target": "local (the model's local predictor on 127.0.0.1, from invoke deploy-model NAME --target local) "
+              "or cluster (the platform's gateway, http://127.0.0.1:8080 on kind)",
+    "workers": "run Locust distributed: N worker processes and a master (default 0: one process); "
+               "with --in-cluster the number of worker pods (default 1)",
+    "host": "send to this base URL instead (e.g. http://127.0.0.1:9000); anything but loopback also needs "
+            "--i-own-this-host",
+    "i_own_this_host": "confirm that you own the non-loopback --host and may put load on it",
+    "compare": "print the change against an earlier run: its folder, its summary.json, or its name under "
+               ".inferbox/loadtests",
+    "prometheus_url": "Prometheus to read GPU metrics (DCGM) from for the report, e.g. http://127.0.0.1:9090 "
+                      "after kubectl port-forward; default none",
+    "in_cluster": "run Locust inside the cluster (namespace loadtest: master and worker Jobs), then collect the "
+                  "results into the run folder",
+    "dry_run": "with --in-cluster: print the validated manifests instead of applying them",
+    "context": "kubeconfig context (default: the platform's, kind-inferbox)",
+    "verbose": "log every command on stderr",
+}
+
+
+@task(help=LOAD_HELP, auto_shortflags=False)
+def loadtest(c: Context, profile: str = "smoke", model: str | None = None, tenant: str | None = None,
+             target: str = "local", workers: int = 0, host: str | None = None, i_own_this_host: bool = False,
+             compare: str | None = None, prometheus_url: str | None = None, in_cluster: bool = False,
+             dry_run: bool = False, context: str | None = None, verbose: bool = False) -> None:
+    """Load-test a model with Locust: a profile's bounded load, SLO verdicts, a report with plots.
+
+    Exits 1 naming the SLO when one is breached. Results: .inferbox/loadtests/<timestamp>-<model>-<profile>/.
+    """
+    from inferbox.load.app import run_loadtest
+
+    with cli.exit_on_error():
+        settings = cli.settings(context=context)
+        cli.setup_logging(settings.state_dir, verbose=verbose)
+        run_loadtest(settings, model, tenant, profile, target=target, workers=workers, host=host, compare=compare,
+                     console=cli.console, i_own_this_host=i_own_this_host, prometheus_url=prometheus_url,
+                     in_cluster=in_cluster, dry_run=dry_run)
+
+
+@task(help={"profile": "show only this profile"}, auto_shortflags=False)
+def load_profiles(c: Context, profile: str | None = None) -> None:
+    """List the load profiles of load/profiles.yaml with their bounds and SLOs (validating the file)."""
+    from inferbox.load.app import profiles_table
+
+    with cli.exit_on_error():
+        cli.console.print(profiles_table(cli.settings(), profile))
+
+
 @task(help={"build_only": "build (or find cached) binaries and stop there",
             "once": "start, print the cluster summary, then stop (no waiting for Ctrl-C)",
             "crds": "folder of CRD manifests to install (default ../shared/crds when present)"})
@@ -390,4 +442,4 @@ def check(c: Context, fix: bool = False) -> None:
 namespace = Collection(tools, doctor, plan, bootstrap, status, teardown, testenv,
                        tenants_apply, tenants_render, tenant_create, tenant_delete, keys, token, verify_isolation,
                        models, deploy_model, predict, down, undeploy_model, promote, rollback,
-                       dashboards, observability_render, observability_check, check)
+                       loadtest, load_profiles, dashboards, observability_render, observability_check, check)

@@ -41,7 +41,7 @@ class Toolbox:
             helm=Helm(runner, binary("helm"), kube_context=settings.kube_context, kubeconfig=kubeconfig),
             kind=Kind(runner, binary("kind")),
             minikube=Minikube(runner, binary("minikube")),
-            kubectl=Kubectl(runner, binary("kubectl")),
+            kubectl=Kubectl(runner, binary("kubectl"), context=settings.kube_context),
             docker=Docker(runner, "docker"),
         )
 

@@ -1,0 +1,258 @@
+"""What ``invoke loadtest`` does: pick the profile, the model, the target and the token, run Locust,
+judge the SLOs, write the run folder and print the verdict.
+
+The run folder ``.inferbox/loadtests/<timestamp>-<model>-<profile>/`` holds Locust's CSVs and HTML,
+its log and output, ``summary.json`` (counts, rates, percentiles, custom metrics, SLO verdicts, the
+profile and the versions used), the plots and ``report.html``. A breached SLO raises
+:class:`~inferbox.load.summary.SloBreached` after everything is written, so a CI job fails with the
+SLO named and the report kept.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from inferbox.config import Settings
+from inferbox.errors import ConfigError
+from inferbox.load import harness
+from inferbox.load import summary as verdict
+from inferbox.load.profiles import Profile, ProfilesFile, default_profiles_path, display_path, load_profiles
+from inferbox.load.report import GpuPanel, gpu_panel, write_report
+from inferbox.load.target import (
+    GATEWAY_URL,
+    Endpoint,
+    Target,
+    check_host,
+    gateway_host,
+    parse_target,
+    probe,
+)
+from inferbox.local.client import free_port
+from inferbox.local.predictors import LocalTarget, local_target
+from inferbox.models.catalog import Catalog, ModelSpec, default_catalog_path, load_catalog
+from inferbox.runner import Runner, ShellRunner
+
+TOKEN_MARGIN_S = 600  # a token outlives the run by this much (tokens live 24 h at most)
+
+
+@dataclass(frozen=True)
+class LoadTestOutcome:
+    run_dir: Path
+    summary: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.summary.get("passed"))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The validated choice of profile, model and tenant for one run."""
+
+    profile: Profile
+    model: ModelSpec
+    tenant: str | None
+
+
+def loadtests_dir(settings: Settings) -> Path:
+    return settings.state_dir / "loadtests"
+
+
+def profiles_of(settings: Settings, path: Path | None = None) -> tuple[ProfilesFile, str]:
+    path = path or default_profiles_path(settings.root)
+    return load_profiles(path, root=settings.root), display_path(path, settings.root)
+
+
+def select(settings: Settings, catalog: Catalog, *, profile: str | Profile, model: str | None, tenant: str | None,
+           target: Target, profiles_path: Path | None = None) -> Selection:
+    """The profile by name (or as given), the model (explicit, else the profile's first), the tenant."""
+    if isinstance(profile, Profile):
+        chosen, shown = profile, "profile"
+    else:
+        profiles, shown = profiles_of(settings, profiles_path)
+        chosen = profiles.get(profile, shown)
+    spec = catalog.get(model or chosen.models[0])
+    if missing := sorted(set(chosen.protocols) - set(spec.protocols)):
+        raise ConfigError(shown, [(f"profiles.{chosen.name}.protocols",
+                                   f"{spec.name} does not serve {', '.join(missing)} (it serves "
+                                   f"{', '.join(spec.protocols)}: models/catalog.yaml)")])
+    tenant_name = tenant or (chosen.tenants[0] if target is Target.CLUSTER and chosen.tenants else None)
+    if tenant_name is not None:
+        _check_tenant(settings, tenant_name, spec.name, cluster=target is Target.CLUSTER)
+    elif target is Target.CLUSTER:
+        raise ConfigError(shown, [(f"profiles.{chosen.name}.tenants", "names no tenant: pass --tenant (the gateway "
+                                                                     "routes to <model>.<tenant> and checks its JWT)")])
+    return Selection(chosen, spec, tenant_name)
+
+
+def _check_tenant(settings: Settings, name: str, model: str, *, cluster: bool) -> None:
+    from inferbox.tenants.app import load as load_tenants
+    from inferbox.tenants.spec import select as select_tenant
+
+    (tenant,) = select_tenant(load_tenants(settings), name)
+    if cluster and model not in tenant.models:
+        raise ConfigError(f"tenants/{name}.yaml", [("models", f"{model} is not one of {name}'s models "
+                                                              f"({', '.join(tenant.models) or 'none'})")])
+
+
+def issue_token(settings: Settings, tenant: str, duration_s: int, console: Console) -> str:
+    """The tenant's JWT, valid for the run and a margin (24 h at most)."""
+    from inferbox.tenants.app import token_for
+    from inferbox.tenants.keys import MAX_TTL_S
+
+    issued, warning = token_for(settings, tenant=tenant, ttl=f"{min(MAX_TTL_S, duration_s + TOKEN_MARGIN_S)}s")
+    if warning:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    return issued.token
+
+
+def endpoint_for(settings: Settings, selection: Selection, target: Target, *, host: str | None,
+                 i_own_this_host: bool, local: LocalTarget | None, catalog: Catalog) -> Endpoint:
+    """Where the load goes: checked against the safety rules before anything is sent."""
+    model = selection.model.name
+    routed = gateway_host(model, selection.tenant) if target is Target.CLUSTER and selection.tenant else None
+    if host is not None:
+        base = check_host(host, i_own_this_host=i_own_this_host)
+        return Endpoint(base, routed, f"--host {base}")
+    if target is Target.LOCAL:
+        record = (local or local_target(settings, catalog, ShellRunner())).running(model)
+        base = check_host(record.base_url)  # a local predictor is on loopback; say so if it ever is not
+        return Endpoint(base, None, f"local predictor {model} (pid {record.pid})")
+    return Endpoint(GATEWAY_URL, routed, f"the platform's gateway (routing {routed})")
+
+
+def new_run_dir(settings: Settings, model: str, profile: str, now: datetime | None = None) -> Path:
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    base = loadtests_dir(settings)
+    base.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 100):
+        name = f"{stamp}-{model}-{profile}" + (f"-{attempt}" if attempt > 1 else "")
+        try:
+            (base / name).mkdir()
+        except FileExistsError:
+            continue
+        return base / name
+    raise ConfigError(str(base), [("<folder>", "too many runs in the same second")])
+
+
+def versions_used(settings: Settings, **extra: str) -> dict[str, str]:
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+    return {"inferbox": version("inferbox"), "locust": version("locust"), "matplotlib": version("matplotlib"),
+            "python": platform.python_version(), "kserve (versions.toml)": settings.versions.charts.kserve.version,
+            "kubernetes (versions.toml)": settings.versions.kubernetes.version, **extra}
+
+
+def run_loadtest(settings: Settings, model: str | None, tenant: str | None, profile: str | Profile,  # noqa: PLR0917
+                 target: str | Target = "local", workers: int = 0, host: str | None = None,
+                 compare: str | None = None, console: Console | None = None, *, i_own_this_host: bool = False,
+                 prometheus_url: str | None = None, in_cluster: bool = False, dry_run: bool = False,
+                 profiles_path: Path | None = None, runner: Runner | None = None,
+                 local: LocalTarget | None = None) -> LoadTestOutcome | None:
+    """Run one load test and judge it; raises SloBreached (after writing the run folder) on a breach.
+
+    ``--in-cluster`` renders (``dry_run``: only prints) the Locust master and workers for the
+    cluster instead, applies them and collects their results; it returns None on a dry run.
+    """
+    console = console or Console()
+    kind = parse_target(target) if isinstance(target, str) else target
+    if not 0 <= workers <= harness.MAX_WORKERS:
+        raise ConfigError("command line", [("workers", f"{workers}: between 0 (one process) and "
+                                                       f"{harness.MAX_WORKERS}")])
+    catalog = load_catalog(default_catalog_path(settings.root))
+    previous = verdict.find_summary(compare, loadtests_dir(settings)) if compare else None
+    if in_cluster:
+        from inferbox.load import incluster
+
+        if host is not None:
+            raise ConfigError("command line", [("host", "not with --in-cluster: the pods load the platform's "
+                                                        "gateway inside the cluster")])
+        selection = select(settings, catalog, profile=profile, model=model, tenant=tenant, target=Target.CLUSTER,
+                           profiles_path=profiles_path)
+        return incluster.run(settings, selection, workers=max(1, workers), console=console, dry_run=dry_run,
+                             runner=runner or ShellRunner(), prometheus_url=prometheus_url, previous=previous)
+    selection = select(settings, catalog, profile=profile, model=model, tenant=tenant, target=kind,
+                       profiles_path=profiles_path)
+    endpoint = endpoint_for(settings, selection, kind, host=host, i_own_this_host=i_own_this_host, local=local,
+                            catalog=catalog)
+    token = issue_token(settings, selection.tenant, selection.profile.duration, console) if selection.tenant else None
+    probe(endpoint)
+    run_dir = new_run_dir(settings, selection.model.name, selection.profile.name)
+    spec = harness.RunSpec(profile=selection.profile, model=selection.model.name, base_url=endpoint.base_url,
+                           host_header=endpoint.host_header, workers=workers, run_dir=run_dir,
+                           load_dir=settings.root / "load")
+    console.print(f"load test {run_dir.name}: profile {selection.profile.name} -> {endpoint.description}"
+                  f"{f' as {selection.tenant}' if selection.tenant else ''}"
+                  f"{f', {workers} workers' if workers else ''}", highlight=False)
+    started = datetime.now(UTC)
+    harness.run_locust(spec, runner or ShellRunner(), console, token=token,
+                       master_port=free_port() if workers else None)
+    return finish(settings, run_dir, selection, console, target=kind.value, base_url=endpoint.base_url,
+                  workers=workers, started=started, finished=datetime.now(UTC), prometheus_url=prometheus_url,
+                  previous=previous)
+
+
+def finish(settings: Settings, run_dir: Path, selection: Selection, console: Console, *, target: str, base_url: str,
+           workers: int, started: datetime, finished: datetime, prometheus_url: str | None,
+           previous: Path | None) -> LoadTestOutcome:
+    """From Locust's result to summary.json, report.html, the printed verdict (and the breach)."""
+    import json
+
+    result = json.loads((run_dir / harness.RESULT_FILE).read_text())
+    summary = verdict.build_summary(
+        result, run=run_dir.name, profile=selection.profile, model=selection.model.name, target=target,
+        base_url=base_url, tenant=selection.tenant, workers=workers, versions=versions_used(settings),
+        started=started.isoformat(timespec="seconds"), finished=finished.isoformat(timespec="seconds"))
+    rows: list[dict[str, Any]] = []
+    if previous is not None:
+        before = verdict.load_summary(previous)
+        rows = verdict.comparison(summary, before)
+        summary["compared_with"] = {"run": before.get("run"), "rows": rows}
+    verdict.write_summary(run_dir, summary)
+    panel: GpuPanel = gpu_panel(prometheus_url, started.timestamp(), finished.timestamp(), target=target)
+    report = write_report(run_dir, summary, panel)
+    console.print(verdict.summary_table(summary))
+    if (metrics := verdict.metrics_table(summary)) is not None:
+        console.print(metrics)
+    console.print(verdict.slo_table(summary))
+    if previous is not None:
+        console.print(verdict.compare_table(rows, str(summary["compared_with"]["run"])))
+    console.print(f"report: {report}", highlight=False, soft_wrap=True)
+    breached = [v for v in verdict.verdicts_of(summary) if not v.ok]
+    if breached:
+        raise verdict.SloBreached(breached, run_dir)
+    return LoadTestOutcome(run_dir, summary)
+
+
+def profiles_table(settings: Settings, name: str | None = None) -> Any:
+    """The profiles with their bounds, load, targets and SLOs (validating the file on the way)."""
+    from rich.table import Table
+
+    from inferbox.load.profiles import format_duration
+
+    profiles, shown = profiles_of(settings)
+    chosen = [profiles.get(name, shown)] if name else list(profiles.profiles.values())
+    table = Table(title=shown)
+    for column in ("profile", "load", "bounds", "protocols", "models", "SLOs"):
+        table.add_column(column)
+    for p in chosen:
+        if p.steps:
+            load = "steps " + " -> ".join(f"{s.users}u/{format_duration(s.duration)}" for s in p.steps)
+        else:
+            load = f"{p.users} users (+{p.spawn_rate:g}/s)"
+        slo = ", ".join(f"{key} {value:g}" for key, value in
+                        p.slo.model_dump(by_alias=True, exclude_none=True).items())
+        table.add_row(p.name, load, f"{format_duration(p.duration)}, {p.max_requests} requests",
+                      ", ".join(f"{k}:{v}" for k, v in p.protocols.items()), ", ".join(p.models), slo)
+    return table
