@@ -146,16 +146,23 @@ def deploy_model(c: Context, name: str, target: str = "local", tenant: str | Non
                                           storage_uri=storage_uri, wait=wait, timeout_s=timeout), highlight=False)
 
 
-@task(help={"name": MODEL_HELP["name"], "target": "local (the only target predict sends to)",
+@task(help={"name": MODEL_HELP["name"],
+            "target": "local (the model's local predictor) or cluster (through the Istio gateway, with a token)",
+            "tenant": "the tenant whose model is called (cluster target)",
+            "context": MODEL_HELP["context"],
             "data": 'instances as JSON, e.g. \'[[6.8, 2.8, 4.8, 1.4]]\' (default: the catalog\'s example)'})
-def predict(c: Context, name: str, target: str = "local", data: str | None = None) -> None:
-    """Send the same instances over V1 and V2 (open inference protocol) and print both answers."""
+def predict(c: Context, name: str, target: str = "local", tenant: str | None = None, context: str | None = None,
+            data: str | None = None) -> None:
+    """Send the model a request over each protocol it offers (V1, V2, OpenAI chat) and print the answers."""
     from inferbox.models import commands
 
     with cli.exit_on_error():
-        settings = cli.settings()
-        answer = commands.predict(settings, name, target=commands.parse_target(target), data=data)
-        for line in commands.prediction_lines(answer):
+        settings = cli.settings(context=context)
+        if commands.parse_target(target) is commands.Target.CLUSTER:
+            lines = commands.predict_cluster(settings, name, tenant=tenant, data=data)
+        else:
+            lines = commands.prediction_lines(commands.predict_local(settings, name, data=data))
+        for line in lines:
             cli.console.print(line, highlight=False, soft_wrap=True)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,12 +29,12 @@ class Answer:
 
 
 def request(port: int, method: str, path: str, body: Any = None, *, timeout_s: float = 30.0,
-            host: str = LOOPBACK) -> Answer:
+            host: str = LOOPBACK, headers: Mapping[str, str] | None = None) -> Answer:
     """One request; the body is JSON both ways. Connection errors raise OSError."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
     try:
         payload = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        headers = {**({"Content-Type": "application/json"} if payload is not None else {}), **(headers or {})}
         conn.request(method, path, body=payload, headers=headers)
         response = conn.getresponse()
         raw = response.read()

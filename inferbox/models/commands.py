@@ -88,10 +88,30 @@ def deploy(settings: Settings, name: str, *, target: Target, tenant: str | None 
     return result.message()
 
 
-def predict(settings: Settings, name: str, *, target: Target, data: str | None = None) -> Prediction:
-    if target is not Target.LOCAL:
-        raise InferboxError("predict sends to local predictors only (--target local); a cluster predictor answers "
-                            "at its InferenceService URL (kubectl get inferenceservice) through the Istio gateway")
+def predict_local(settings: Settings, name: str, *, data: str | None = None) -> Prediction:
+    """Send the model's local predictor the same instances over V1 and V2."""
+    return _local(settings).predict(name, parse_instances(data))
+
+
+def predict_cluster(settings: Settings, name: str, *, tenant: str | None, data: str | None = None,
+                    kube: Kube | None = None) -> list[str]:
+    """Call a tenant's model through the Istio ingress gateway with a fresh token; one line per protocol."""
+    from inferbox.models import gateway
+    from inferbox.tenants.app import token_for
+
+    owner = model_tenant(settings, tenant)
+    spec = load_models(settings).get(name)
+    kube = kube or _kube(settings)
+    host = gateway.model_host(kube, name, owner.namespace)
+    issued, warning = token_for(settings, tenant=owner.name, ttl="5m")
+    with gateway.gateway_port(settings, kube) as port:
+        calls = gateway.call(port, host, issued.token, gateway.requests_for(spec, parse_instances(data)))
+    lines = [f"warning: {warning}"] if warning else []
+    return lines + [f"{c.protocol} POST {host}{c.path} -> {json.dumps(c.answer.body)}" for c in calls]
+
+
+def parse_instances(data: str | None) -> list[Any] | None:
+    """--data: a JSON list of instances (or {"instances": [...]}); None means the catalog's example."""
     instances: list[Any] | None = None
     if data is not None:
         try:
@@ -101,7 +121,7 @@ def predict(settings: Settings, name: str, *, target: Target, data: str | None =
         instances = parsed["instances"] if isinstance(parsed, dict) and "instances" in parsed else parsed
         if not isinstance(instances, list) or not instances:
             raise ConfigError("command line", [("data", "a non-empty JSON list of instances (or {instances: [...]})")])
-    return _local(settings).predict(name, instances)
+    return instances
 
 
 def prediction_lines(prediction: Prediction) -> list[str]:
