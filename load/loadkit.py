@@ -27,6 +27,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,17 @@ def chat_body(rng: random.Random) -> dict[str, Any]:
             "stream_options": {"include_usage": True},
             "max_tokens": rng.randint(CONFIG.tokens_min, CONFIG.tokens_max),
             "temperature": round(rng.uniform(0.2, 1.0), 2)}
+
+
+def post_judged(client: Any, path: str, body: dict[str, Any], request_headers: dict[str, str],
+                judge: Callable[[Any], str | None]) -> None:
+    """POST ``body``; the request fails with ``judge``'s reason, if it gives one (a bare 200 is not enough)."""
+    with client.post(path, data=json.dumps(body), headers=request_headers, catch_response=True) as response:
+        problem = judge(response)
+        if problem:
+            response.failure(problem)
+        else:
+            response.success()
 
 
 # -- custom metrics ------------------------------------------------------------------------------

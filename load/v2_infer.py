@@ -6,7 +6,6 @@ Configuration, bounds and exports: loadkit.py. A response counts as a success on
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import loadkit
@@ -26,13 +25,8 @@ class V2InferUser(FastHttpUser):
     def infer(self) -> None:
         loadkit.CONTROL.spend()
         rows = loadkit.iris_rows(self.rng)
-        with self.client.post(self.path, data=json.dumps(loadkit.v2_body(rows)), headers=self.request_headers,
-                              catch_response=True) as response:
-            problem = check(response, len(rows))
-            if problem:
-                response.failure(problem)
-            else:
-                response.success()
+        loadkit.post_judged(self.client, self.path, loadkit.v2_body(rows), self.request_headers,
+                            lambda response: check(response, len(rows)))
 
 
 def check(response: Any, rows: int) -> str | None:
