@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from invoke.exceptions import Exit
@@ -63,8 +64,6 @@ def confirm(question: str) -> bool:
 
 
 def with_event_log(settings: Settings) -> Settings:
-    from dataclasses import replace
-
     return replace(settings, event_log=settings.state_dir / "bootstrap-events.jsonl")
 
 

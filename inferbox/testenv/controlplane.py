@@ -28,18 +28,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from inferbox.testenv.build import BinarySet
 from inferbox.testenv.certs import CertPair, Pki
+from inferbox.testenv.crds import CrdInstaller
 from inferbox.testenv.nodes import DEFAULT_NODES, KWOK_NODE_SELECTOR, FakeNode, node_manifest
 from inferbox.testenv.procs import LOG_TAIL_LINES, Daemon, DaemonError
 from inferbox.testenv.stages import kwok_config_documents
-
-if TYPE_CHECKING:
-    from inferbox.testenv.crds import InstalledManifests
 
 __all__ = ["PORT_NAMES", "ControlPlane", "ControlPlaneError", "StartTimeouts"]
 
@@ -83,7 +81,7 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-class ControlPlane:
+class ControlPlane(CrdInstaller):
     """etcd + kube-apiserver + controller-manager + scheduler + kwok on loopback.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
@@ -192,16 +190,6 @@ class ControlPlane:
         from kubernetes import config
 
         return config.new_client_from_config(config_file=str(self.kubeconfig), context=CONTEXT)
-
-    def install_crds(self, *paths: Path, timeout: float = 120.0) -> InstalledManifests:
-        """Apply the CRD manifests under ``paths`` and wait until Established (see :mod:`.crds`)."""
-        from inferbox.testenv.crds import install_manifests
-
-        api = self.api_client()
-        try:
-            return install_manifests(api, paths, timeout=timeout)
-        finally:
-            api.close()
 
     def log_tail(self, component: str, lines: int = LOG_TAIL_LINES) -> str:
         """Last ``lines`` lines of a component's log (etcd, kube-apiserver, ..., kwok)."""

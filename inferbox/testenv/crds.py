@@ -95,3 +95,18 @@ def wait_established(api: client.ApiClient, names: list[str], *, timeout: float 
             raise CrdInstallError(f"CRDs not Established after {timeout:.0f} s: {', '.join(sorted(pending))}")
         time.sleep(delay)
         delay = min(delay * 2, 1.0)
+
+
+class CrdInstaller:
+    """``install_crds`` for anything with an ``api_client()``: the embedded plane or an existing cluster."""
+
+    def api_client(self) -> client.ApiClient:
+        raise NotImplementedError
+
+    def install_crds(self, *paths: Path, timeout: float = 120.0) -> InstalledManifests:
+        """Apply the CRD manifests under ``paths`` and wait until Established."""
+        api = self.api_client()
+        try:
+            return install_manifests(api, paths, timeout=timeout)
+        finally:
+            api.close()

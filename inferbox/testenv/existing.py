@@ -9,14 +9,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from inferbox.testenv.crds import InstalledManifests, install_manifests
+from inferbox.testenv.crds import CrdInstaller
 
 
 class ExistingClusterError(RuntimeError):
     pass
 
 
-class ExistingCluster:
+class ExistingCluster(CrdInstaller):
     """kubectl/helm from PATH against one context of a kubeconfig; nothing is started or stopped."""
 
     def __init__(self, kubeconfig: Path, context: str | None, workdir: Path) -> None:
@@ -52,10 +52,3 @@ class ExistingCluster:
         from kubernetes import config
 
         return config.new_client_from_config(config_file=str(self.kubeconfig))
-
-    def install_crds(self, *paths: Path, timeout: float = 120.0) -> InstalledManifests:
-        api = self.api_client()
-        try:
-            return install_manifests(api, paths, timeout=timeout)
-        finally:
-            api.close()

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inferbox.errors import CommandError
 from inferbox.runner import Command, Runner
 
 # Release states in which Helm refuses another upgrade until the release is repaired.
@@ -81,12 +80,6 @@ class Helm:
                                chart=item.get("chart", ""), app_version=item.get("app_version", ""))
         return None
 
-    def releases(self) -> list[Release]:
-        out = self.runner.run(self._command(["list", "--all-namespaces", "--output", "json"])).stdout
-        return [Release(name=i["name"], namespace=i["namespace"], revision=int(i.get("revision", 0)),
-                        status=i.get("status", ""), chart=i.get("chart", ""), app_version=i.get("app_version", ""))
-                for i in json.loads(out.strip() or "[]")]
-
     def user_values(self, name: str, namespace: str) -> dict[str, Any]:
         """The values the release was installed with (``-f``/``--set``), not the chart defaults."""
         out = self.runner.run(self._command(["get", "values", name, "--namespace", namespace, "--output", "json"]))
@@ -125,6 +118,3 @@ class Helm:
                     if h.get("status") in ("deployed", "superseded")]
         return max(deployed) if deployed else None
 
-
-def is_release_missing(error: CommandError) -> bool:
-    return "release: not found" in error.stderr.lower()

@@ -31,5 +31,3 @@ class Kind:
     def delete_cluster(self, name: str) -> None:
         self.runner.run(Command((self.binary, "delete", "cluster", "--name", name), timeout=300))
 
-    def export_logs(self, name: str, folder: Path) -> None:
-        self.runner.run(Command((self.binary, "export", "logs", str(folder), "--name", name), timeout=300))
