@@ -25,7 +25,7 @@ CLUSTER_HELP = {
 @task(help={"minikube": "also install minikube", "verbose": CLUSTER_HELP["verbose"]})
 def tools(c: Context, minikube: bool = False, verbose: bool = False) -> None:
     """Install the pinned kind, helm and kubectl into .inferbox/bin (sha256-verified)."""
-    from inferbox import toolinstall
+    from inferbox.bootstrap import toolinstall
 
     with cli.exit_on_error():
         settings = cli.settings()
@@ -36,8 +36,8 @@ def tools(c: Context, minikube: bool = False, verbose: bool = False) -> None:
 @task(help={k: CLUSTER_HELP[k] for k in ("provider", "gpu", "verbose")})
 def doctor(c: Context, provider: str | None = None, gpu: str | None = None, verbose: bool = False) -> None:
     """Preflight: Docker, tool versions, CPU/memory/disk, inotify limits, GPU; exits 1 on a blocker."""
-    from inferbox import app
-    from inferbox import doctor as preflight
+    from inferbox.bootstrap import app
+    from inferbox.bootstrap import doctor as preflight
 
     with cli.exit_on_error():
         settings = cli.settings(provider=provider, gpu=gpu)
@@ -53,7 +53,7 @@ def doctor(c: Context, provider: str | None = None, gpu: str | None = None, verb
 def plan(c: Context, provider: str | None = None, cluster_name: str | None = None, context: str | None = None,
          gpu: str | None = None, knative: bool = False, monitoring: bool = True, json: bool = False) -> None:
     """Print the install plan: phases, parallel waves, pinned versions and health waits."""
-    from inferbox import app
+    from inferbox.bootstrap import app
 
     with cli.exit_on_error():
         settings = cli.settings(provider=provider, cluster_name=cluster_name, context=context, gpu=gpu,
@@ -69,7 +69,7 @@ def bootstrap(c: Context, provider: str | None = None, cluster_name: str | None 
               gpu: str | None = None, knative: bool = False, monitoring: bool = True, dry_run: bool = False,
               events: str | None = None, skip_doctor: bool = False, verbose: bool = False) -> None:
     """Create the cluster and install the platform, phase by phase, with health waits."""
-    from inferbox import app
+    from inferbox.bootstrap import app
 
     with cli.exit_on_error():
         settings = cli.settings(provider=provider, cluster_name=cluster_name, context=context, gpu=gpu,
@@ -87,7 +87,7 @@ def bootstrap(c: Context, provider: str | None = None, cluster_name: str | None 
 def status(c: Context, provider: str | None = None, cluster_name: str | None = None, context: str | None = None,
            gpu: str | None = None, knative: bool = False, monitoring: bool = True) -> None:
     """Show installed phases, live chart versions against the pins (drift in red) and readiness."""
-    from inferbox import app
+    from inferbox.bootstrap import app
 
     with cli.exit_on_error():
         settings = cli.settings(provider=provider, cluster_name=cluster_name, context=context, gpu=gpu,
@@ -101,7 +101,7 @@ def status(c: Context, provider: str | None = None, cluster_name: str | None = N
 def teardown(c: Context, provider: str | None = None, cluster_name: str | None = None, context: str | None = None,
              knative: bool = False, keep_cluster: bool = False, dry_run: bool = False, verbose: bool = False) -> None:
     """Uninstall the platform in reverse order and delete the cluster inferbox created."""
-    from inferbox import app
+    from inferbox.bootstrap import app
 
     with cli.exit_on_error():
         settings = cli.settings(provider=provider, cluster_name=cluster_name, context=context, knative=knative,

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/plan_bench.py [--events .inferbox/bootstrap-events.jsonl]
 
-Without --events the durations are the phases' expected_s budgets (inferbox/phases.py: what a
+Without --events the durations are the phases' expected_s budgets (inferbox/bootstrap/phases.py: what a
 phase typically needs on a laptop kind cluster with a warm image cache; estimates, not
 measurements). With an event log from a real `invoke bootstrap` the measured phase durations
 are used instead. The ratio is the speed-up parallel phases give over running them one by one.
@@ -14,9 +14,9 @@ import argparse
 from pathlib import Path
 
 from inferbox import PROJECT_ROOT
+from inferbox.bootstrap.phases import build_plan
 from inferbox.config import build_settings
 from inferbox.events import read_durations
-from inferbox.phases import build_plan
 
 
 def main() -> None:

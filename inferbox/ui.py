@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from inferbox.bootstrap.plan import Plan
 from inferbox.events import Event
-from inferbox.plan import Plan
 
 
 def plan_table(plan: Plan) -> Table:

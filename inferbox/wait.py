@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from inferbox.bootstrap.plan import CheckKind, HealthCheck
 from inferbox.errors import ClusterError, InferboxError, KubeError, WaitTimeout
 from inferbox.k8s import Kube, ObjectRef
-from inferbox.plan import CheckKind, HealthCheck
 
 log = logging.getLogger("inferbox.wait")
 

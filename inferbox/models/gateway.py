@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from inferbox.bootstrap.providers import GATEWAY_HTTP_PORT
 from inferbox.config import Provider, Settings
 from inferbox.errors import InferboxError
 from inferbox.k8s import Kube, ObjectRef
 from inferbox.local import client
 from inferbox.models.catalog import ModelSpec
-from inferbox.providers import GATEWAY_HTTP_PORT
 
 GATEWAY_NAMESPACE = "istio-ingress"
 GATEWAY_SERVICE = "istio-ingressgateway"

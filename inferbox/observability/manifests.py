@@ -5,7 +5,7 @@ kube-prometheus-stack (``MONITORING_TEMPLATES`` belongs in that phase's ``manife
 context ``manifest_context(settings)`` builds: everything under one key, ``observability``, so it
 merges with the other phases' context without clashes.
 
-Names and namespaces come from the plan (inferbox.phases), not from literals here: the namespace of
+Names and namespaces come from the plan (inferbox.bootstrap.phases), not from literals here: the namespace of
 the monitoring phase, the ingress gateway's namespace and release, every platform namespace.
 """
 
@@ -16,11 +16,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from inferbox.bootstrap.phases import build_plan
+from inferbox.bootstrap.plan import Phase, Plan
 from inferbox.config import Settings
 from inferbox.errors import InferboxError
 from inferbox.observability.promql import Expression
-from inferbox.phases import build_plan
-from inferbox.plan import Phase, Plan
 from inferbox.render import Renderer
 
 MONITORING_TEMPLATES = ("monitoring/scrape.yaml.j2", "monitoring/rules.yaml.j2", "monitoring/dashboards.yaml.j2")

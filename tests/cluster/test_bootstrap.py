@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from inferbox.bootstrap.install import Outcome, PhaseInstaller, execute
+from inferbox.bootstrap.plan import CheckKind, ClusterStep, HealthCheck, Phase, Plan, PreStep
 from inferbox.errors import PhaseFailed, WaitTimeout
 from inferbox.events import EventLog
-from inferbox.install import Outcome, PhaseInstaller, execute
 from inferbox.k8s import Kube, ObjectRef
-from inferbox.plan import CheckKind, ClusterStep, HealthCheck, Phase, Plan, PreStep
 from inferbox.render import Renderer
 from inferbox.runner import ShellRunner
 from inferbox.testenv import ControlPlane

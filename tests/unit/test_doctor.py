@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from inferbox.config import GpuMode, Provider, Settings, ToolPin, Tools, Versions
-from inferbox.doctor import (
+from inferbox.bootstrap.doctor import (
     DOCKER_CHECK,
     GIB,
     PROFILES,
@@ -26,6 +25,7 @@ from inferbox.doctor import (
     resolve_gpu,
     run_checks,
 )
+from inferbox.config import GpuMode, Provider, Settings, ToolPin, Tools, Versions
 from inferbox.runner import RecordingRunner, Reply, RetryPolicy, ShellRunner
 from inferbox.tools import Toolbox
 from inferbox.tools.docker import EngineInfo

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from inferbox import app
+from inferbox.bootstrap import app
 
 
 def transcript(settings, root: Path) -> str:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from inferbox.bootstrap.install import Outcome, PhaseInstaller, execute
+from inferbox.bootstrap.plan import CheckKind, ClusterStep, HealthCheck, Phase, Plan
 from inferbox.errors import InferboxError, PhaseFailed
 from inferbox.events import EventLog
-from inferbox.install import Outcome, PhaseInstaller, execute
-from inferbox.plan import CheckKind, ClusterStep, HealthCheck, Phase, Plan
 from inferbox.render import Renderer
 from inferbox.runner import RecordingRunner, Reply
 from inferbox.tools.helm import ChartSource, Helm

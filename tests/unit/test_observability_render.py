@@ -13,9 +13,10 @@ import pytest
 import yaml
 
 from inferbox import PROJECT_ROOT
+from inferbox.bootstrap.install import DryRunWaiter, PhaseInstaller
+from inferbox.bootstrap.phases import build_plan
 from inferbox.config import Settings
 from inferbox.events import EventLog
-from inferbox.install import DryRunWaiter, PhaseInstaller
 from inferbox.observability.manifests import (
     ISVC_LABEL,
     MONITORING_TEMPLATES,
@@ -26,7 +27,6 @@ from inferbox.observability.manifests import (
     platform_namespaces,
     render_monitoring,
 )
-from inferbox.phases import build_plan
 from inferbox.render import Renderer
 from inferbox.runner import RecordingRunner
 from inferbox.tools.helm import Helm
@@ -264,4 +264,4 @@ def test_templates_have_no_stray_context(settings: Settings) -> None:
 def test_monitoring_phase_declares_the_templates(settings: Settings) -> None:
     phase = next(p for p in build_plan(settings, gpu=False).phases if p.name == "monitoring")
     assert phase.manifests == MONITORING_TEMPLATES, (
-        "inferbox/phases.py: the monitoring phase needs manifests=" + repr(MONITORING_TEMPLATES))
+        "inferbox/bootstrap/phases.py: the monitoring phase needs manifests=" + repr(MONITORING_TEMPLATES))

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from inferbox.bootstrap.phases import build_plan
+from inferbox.bootstrap.plan import ClusterStep, Phase, Plan
 from inferbox.errors import PlanError
-from inferbox.phases import build_plan
-from inferbox.plan import ClusterStep, Phase, Plan
 from inferbox.tools.helm import ChartSource
 
 

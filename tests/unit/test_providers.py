@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from inferbox.providers import ExistingProvider, KindProvider, MinikubeProvider
+from inferbox.bootstrap.providers import ExistingProvider, KindProvider, MinikubeProvider
 from inferbox.render import Renderer
 from inferbox.runner import RecordingRunner, Reply
 from inferbox.tools import Toolbox

@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from inferbox import app
+from inferbox.bootstrap import app
 from inferbox.runner import RecordingRunner, Reply
 
 

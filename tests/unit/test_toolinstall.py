@@ -21,10 +21,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from inferbox.config import Settings, ToolPin, Tools, Versions
-from inferbox.errors import ToolInstallError
-from inferbox.runner import RecordingRunner, RetryPolicy, ShellRunner
-from inferbox.toolinstall import (
+from inferbox.bootstrap.toolinstall import (
     DownloadPolicy,
     ToolOutcome,
     install_tool,
@@ -32,6 +29,9 @@ from inferbox.toolinstall import (
     outcomes_table,
     version_matches,
 )
+from inferbox.config import Settings, ToolPin, Tools, Versions
+from inferbox.errors import ToolInstallError
+from inferbox.runner import RecordingRunner, RetryPolicy, ShellRunner
 from inferbox.tools.helm import Helm
 from inferbox.tools.kind import Kind
 from inferbox.tools.kubectl import Kubectl

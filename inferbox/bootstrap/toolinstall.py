@@ -37,7 +37,7 @@ from inferbox.tools.kind import Kind
 from inferbox.tools.kubectl import Kubectl
 from inferbox.tools.minikube import Minikube
 
-log = logging.getLogger("inferbox.toolinstall")
+log = logging.getLogger("inferbox.bootstrap.toolinstall")
 
 DEFAULT_TOOLS = ("kind", "helm", "kubectl")
 CHUNK = 1 << 16

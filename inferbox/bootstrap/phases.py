@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
+from inferbox.bootstrap.plan import CheckKind, ClusterStep, HealthCheck, Phase, Plan, PreStep
 from inferbox.config import ChartPin, Settings
 from inferbox.errors import ConfigError
-from inferbox.plan import CheckKind, ClusterStep, HealthCheck, Phase, Plan, PreStep
 from inferbox.tools.helm import ChartSource
 
 CRD = CheckKind.CRD_ESTABLISHED

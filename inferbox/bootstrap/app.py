@@ -10,16 +10,16 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
-from inferbox import doctor
+from inferbox.bootstrap import doctor
+from inferbox.bootstrap.install import DryRunWaiter, HealthWaiter, Outcome, PhaseInstaller, execute
+from inferbox.bootstrap.phases import build_plan
+from inferbox.bootstrap.plan import Plan
+from inferbox.bootstrap.providers import make_provider
 from inferbox.config import GpuMode, Provider, Settings
 from inferbox.errors import ClusterError, InferboxError, KubeError
 from inferbox.events import EventLog
-from inferbox.install import DryRunWaiter, HealthWaiter, Outcome, PhaseInstaller, execute
 from inferbox.k8s import Kube
 from inferbox.observability.manifests import manifest_context as observability_context
-from inferbox.phases import build_plan
-from inferbox.plan import Plan
-from inferbox.providers import make_provider
 from inferbox.render import Renderer
 from inferbox.runner import RecordingRunner, Runner, ShellRunner
 from inferbox.tools import Toolbox

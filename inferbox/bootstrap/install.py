@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+from inferbox.bootstrap.plan import HealthCheck, Phase, Plan, PreStep, values_digest
 from inferbox.errors import InferboxError, PhaseFailed
 from inferbox.events import EventLog
 from inferbox.k8s import Kube
-from inferbox.plan import HealthCheck, Phase, Plan, PreStep, values_digest
 from inferbox.render import Renderer
 from inferbox.runner import RecordingRunner
 from inferbox.tools.helm import Helm, Release

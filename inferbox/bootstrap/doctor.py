@@ -17,10 +17,10 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 
+from inferbox.bootstrap.toolinstall import version_matches
 from inferbox.config import GpuMode, Provider, Settings
 from inferbox.errors import InferboxError
 from inferbox.runner import Runner
-from inferbox.toolinstall import version_matches
 from inferbox.tools import TOOL_NAMES, Toolbox, on_path
 from inferbox.tools.docker import EngineInfo
 from inferbox.tools.nvidia import GpuReport, NvidiaSmi
