@@ -61,26 +61,62 @@ def plan(c: Context, provider: str | None = None, cluster_name: str | None = Non
         app.show_plan(settings, cli.console, as_json=json)
 
 
-@task(help={**CLUSTER_HELP,
+BUNDLE_HELP = ("install from this air-gapped bundle (made by `invoke bundle --out DIR`): no chart is "
+               "downloaded; each chart must match its pin and recorded sha256")
+
+
+@task(help={**CLUSTER_HELP, "bundle": BUNDLE_HELP,
             "dry_run": "print every command (and wait) in order instead of running anything",
             "events": "write the JSON-lines event log here (default .inferbox/bootstrap-events.jsonl)",
             "skip_doctor": "do not run the preflight checks first"})
 def bootstrap(c: Context, provider: str | None = None, cluster_name: str | None = None, context: str | None = None,
               gpu: str | None = None, knative: bool = False, monitoring: bool = True, dry_run: bool = False,
-              events: str | None = None, skip_doctor: bool = False, verbose: bool = False) -> None:
-    """Create the cluster and install the platform, phase by phase, with health waits."""
+              events: str | None = None, skip_doctor: bool = False, bundle: str | None = None,
+              verbose: bool = False) -> None:
+    """Create the cluster and install the platform, phase by phase, with health waits.
+
+    First the pinned charts are pulled into .inferbox/charts (or taken from --bundle) and the
+    render check runs on them: nothing is installed when it fails."""
     from inferbox.bootstrap import app
 
     with cli.exit_on_error():
         settings = cli.settings(provider=provider, cluster_name=cluster_name, context=context, gpu=gpu,
                              knative=knative, monitoring=monitoring, dry_run=dry_run,
-                             event_log=Path(events) if events else None)
+                             event_log=Path(events) if events else None,
+                             bundle=Path(bundle).resolve() if bundle else None)
         if settings.event_log is None and not dry_run:
             settings = cli.with_event_log(settings)
         cli.setup_logging(settings.state_dir, verbose=verbose)
         result = app.bootstrap(settings, cli.console, skip_doctor=skip_doctor)
         for line in result.transcript:
             print(line)
+
+
+@task(help={"bundle": "check the charts of this bundle instead of pulling into .inferbox/charts",
+            "verbose": CLUSTER_HELP["verbose"]})
+def charts_verify(c: Context, bundle: str | None = None, verbose: bool = False) -> None:
+    """Render every pinned chart with the plan's values and check the plan against it; exit 1 on a problem.
+
+    Checks that each health-check target is rendered, every catalog runtime exists, no values key
+    is unknown to its chart, and every IngressClass a route needs is created. Run it after moving a pin."""
+    from inferbox.bootstrap import app
+
+    with cli.exit_on_error():
+        settings = cli.settings(bundle=Path(bundle).resolve() if bundle else None)
+        cli.setup_logging(settings.state_dir, verbose=verbose)
+        app.charts_verify(settings, cli.console)
+
+
+@task(help={"out": "the bundle folder (default .inferbox/bundle); charts already there are kept",
+            "verbose": CLUSTER_HELP["verbose"]})
+def bundle(c: Context, out: str = ".inferbox/bundle", verbose: bool = False) -> None:
+    """Make an air-gapped bundle: every pinned chart, its sha256, and the images each phase runs."""
+    from inferbox.bootstrap import app
+
+    with cli.exit_on_error():
+        settings = cli.settings()
+        cli.setup_logging(settings.state_dir, verbose=verbose)
+        app.bundle(settings, cli.console, Path(out).resolve())
 
 
 @task(help={k: CLUSTER_HELP[k] for k in ("provider", "cluster_name", "context", "gpu", "knative", "monitoring")})
@@ -317,18 +353,18 @@ def token(c: Context, tenant: str, subject: str | None = None, ttl: str = "15m",
             "tenant": "the tenant whose model is called; default tenant-a",
             "other_tenant": "the tenant whose token must be refused; default tenant-b",
             "model": "the model to call; default the tenant's first model",
-            "host": "Host header; default <model>.<tenant>.<domain>",
-            "domain": "KServe's ingress domain; default example.com",
+            "host": "Host header; default the InferenceService's host as KServe names it "
+                    "(<model>-<tenant>.example.com with the shipped helm-values/kserve.yaml)",
             "timeout": "seconds per request; default 10"})
 def verify_isolation(c: Context, base_url: str = "http://localhost:8080", tenant: str = "tenant-a",
                      other_tenant: str = "tenant-b", model: str | None = None, host: str | None = None,
-                     domain: str = "example.com", timeout: float = 10.0) -> None:
+                     timeout: float = 10.0) -> None:
     """Call a tenant's model with good and bad tokens through the gateway; expected vs observed status."""
     from inferbox.tenants import app
 
     with cli.exit_on_error():
         app.verify_isolation(cli.settings(), cli.console, base_url=base_url, tenant=tenant,
-                             other_tenant=other_tenant, model=model, host=host, domain=domain, timeout_s=timeout)
+                             other_tenant=other_tenant, model=model, host=host, timeout_s=timeout)
 
 
 @task(help={**KUBE_HELP,
@@ -446,7 +482,7 @@ def check(c: Context, fix: bool = False) -> None:
         raise cli.Exit("check failed", code=1)
 
 
-namespace = Collection(tools, doctor, plan, bootstrap, status, teardown, testenv,
+namespace = Collection(tools, doctor, plan, bootstrap, charts_verify, bundle, status, teardown, testenv,
                        tenants_apply, tenants_render, tenant_create, tenant_delete, keys, token, verify_isolation,
                        models, deploy_model, predict, down, undeploy_model, promote, rollback,
                        loadtest, load_profiles, dashboards, observability_render, observability_check, check)

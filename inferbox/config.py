@@ -255,6 +255,15 @@ class Settings:
     state_dir: Path = field(default=Path())
     event_log: Path | None = None
     chart_overrides: Mapping[str, Path] = field(default_factory=dict)
+    # A folder of pulled charts (inferbox.bootstrap.charts.ChartStore) the phases install from.
+    chart_store: Path | None = None
+    # --bundle: a user's air-gapped bundle; nothing is downloaded, every chart must be in it.
+    bundle: Path | None = None
+
+    @property
+    def charts_dir(self) -> Path:
+        """Where the pinned charts are pulled to (the cache), unless a bundle is given."""
+        return self.bundle or self.state_dir / "charts"
 
     @property
     def kube_context(self) -> str:

@@ -5,24 +5,30 @@ from __future__ import annotations
 
 import shutil
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from inferbox.bootstrap import doctor
+from inferbox.bootstrap import contract, doctor
+from inferbox.bootstrap.charts import ChartStore
 from inferbox.bootstrap.install import DryRunWaiter, HealthWaiter, Outcome, PhaseInstaller, execute
 from inferbox.bootstrap.phases import build_plan
-from inferbox.bootstrap.plan import Plan
+from inferbox.bootstrap.plan import Phase, Plan
 from inferbox.bootstrap.providers import make_provider
 from inferbox.config import GpuMode, Provider, Settings
 from inferbox.errors import ClusterError, InferboxError, KubeError
 from inferbox.events import EventLog
 from inferbox.k8s import Kube
+from inferbox.models.catalog import default_catalog_path, load_catalog
+from inferbox.models.hosts import ingress_naming
 from inferbox.observability.manifests import manifest_context as observability_context
 from inferbox.render import Renderer
 from inferbox.runner import RecordingRunner, Runner, ShellRunner
-from inferbox.tools import Toolbox
+from inferbox.tools import Toolbox, resolve_binary
+from inferbox.tools.helm import Helm
 from inferbox.ui import ProgressView, plan_json, plan_table
 from inferbox.wait import Waiter, is_ready_now
 
@@ -63,6 +69,100 @@ def run_doctor(settings: Settings, runner: Runner) -> tuple[list[doctor.Check], 
     return doctor.run_checks(facts, settings, doctor.profile_for(gpu)), gpu
 
 
+def full_plan_settings(settings: Settings) -> Settings:
+    """Every optional phase on: what `charts-verify` and `bundle` cover."""
+    return replace(settings, knative=True, monitoring=True)
+
+
+def manifest_context(settings: Settings) -> dict[str, Any]:
+    """The context the phases' own templates (manifests/) are rendered with."""
+    return {"serving_version": settings.versions.knative.serving_version, **observability_context(settings)}
+
+
+def _catalog_runtimes(settings: Settings) -> dict[str, str]:
+    """Each ClusterServingRuntime the catalog uses -> where (for the render check's message)."""
+    path = default_catalog_path(settings.root)
+    catalog = load_catalog(path)
+    used: dict[str, str] = {}
+    for name, model in sorted(catalog.models.items()):
+        used.setdefault(model.runtime, f"{path.relative_to(settings.root)}: models.{name}.runtime")
+    return used
+
+
+def _render_helm(settings: Settings) -> Helm:
+    """helm for `helm template` and `helm pull`: run for real even in a dry run (they change no cluster)."""
+    return Helm(ShellRunner(), resolve_binary("helm", settings.bin_dir))
+
+
+def open_store(settings: Settings, plan: Plan, *, pull: bool) -> ChartStore | None:
+    """The chart store the plan installs from, verified against the pins.
+
+    With ``--bundle`` the bundle (every chart must be there); else the cache in
+    ``.inferbox/charts``, pulling what is missing when ``pull`` (None when it lacks charts and
+    may not pull: a dry run on a machine that never pulled them).
+    """
+    keys = sorted({p.chart_key for p in plan.phases})
+    store = ChartStore.open(settings.charts_dir, bundle=settings.bundle is not None)
+    charts = settings.versions.charts
+    if not store.bundle and store.missing(charts, keys):
+        if not pull:
+            return None
+        store.pull(_render_helm(settings), charts, keys)
+        store.record(charts, keys)
+    store.verify(charts, keys)
+    return store
+
+
+def render_check(settings: Settings, plan: Plan, cache: contract.RenderCache | None = None) -> contract.ContractReport:
+    """Render the plan's (local) charts and check every assumption; see inferbox.bootstrap.contract."""
+    renderer = Renderer(settings.root / "manifests")
+    context = manifest_context(settings)
+
+    def manifests(phase: Phase) -> list[dict[str, Any]]:
+        return [obj for template in phase.manifests for obj in renderer.objects(template, **context)]
+
+    return contract.verify(plan, _render_helm(settings), kube_version=settings.versions.kubernetes.version,
+                           runtimes=_catalog_runtimes(settings), manifests=manifests,
+                           naming=ingress_naming(settings), cache=cache)
+
+
+def full_check(settings: Settings) -> contract.ContractReport:
+    """The render check of every phase in both KServe modes: the full plan (GPU, Knative,
+    monitoring; KServe in Knative mode) and the same without Knative (Standard mode, the default,
+    whose Ingresses need an IngressClass). Renders both share are done once."""
+    cache: contract.RenderCache = {}
+    full = render_check(settings, build_plan(settings, gpu=True), cache)
+    standard = render_check(replace(settings, knative=False), build_plan(replace(settings, knative=False), gpu=True),
+                            cache)
+    seen = set(full.problems)
+    full.problems += [p for p in standard.problems if p not in seen]
+    full.seconds += standard.seconds
+    return full
+
+
+def checked_plan(settings: Settings, *, gpu: bool, pull: bool,
+                 note: Any = None) -> tuple[Settings, Plan, contract.ContractReport | None]:
+    """The plan installing from verified local charts, after a passing render check.
+
+    Raises ContractError (naming phase and object or key) before anything is installed. In a
+    dry run whose charts were never pulled, the check is skipped and ``note`` says so.
+    """
+    plan = build_plan(settings, gpu=gpu)
+    store = open_store(settings, plan, pull=pull)
+    if store is None:
+        if note is not None:
+            note("render check skipped: the pinned charts are not cached here (`invoke charts-verify` pulls "
+                 "and checks them; `invoke bundle --out DIR` makes an air-gapped bundle)")
+        return settings, plan, None
+    settings = replace(settings, chart_store=store.root)
+    plan = build_plan(settings, gpu=gpu)
+    report = render_check(settings, plan)
+    report.raise_for_problems()
+    if note is not None:
+        note(f"render check passed: {len(report.renders)} phases rendered from {store.root}")
+    return settings, plan, report
+
+
 @dataclass
 class BootstrapResult:
     plan: Plan
@@ -80,7 +180,8 @@ def bootstrap(settings: Settings, console: Console, *, runner: Runner | None = N
         if doctor.blocking_failures(checks):
             raise BootstrapBlocked(doctor.no_cluster_message(checks), doctor.checks_table(checks))
         console.print(doctor.checks_table(checks))
-    plan = build_plan(settings, gpu=gpu)
+    note = runner.note if isinstance(runner, RecordingRunner) else console.print
+    settings, plan, report = checked_plan(settings, gpu=gpu, pull=not settings.dry_run, note=note)
     tools = Toolbox.from_settings(settings, runner)
     renderer = Renderer(settings.root / "manifests")
     provider = make_provider(settings, tools, renderer, gpu=gpu)
@@ -94,16 +195,16 @@ def bootstrap(settings: Settings, console: Console, *, runner: Runner | None = N
         stop = threading.Event()
         kube: Kube | None = None
         waiter: HealthWaiter
-        note = None
+        dry_note = None
         if isinstance(runner, RecordingRunner):
-            waiter, note = DryRunWaiter(runner), runner.note
+            waiter, dry_note = DryRunWaiter(runner), runner.note
         else:
             kube = Kube.connect(context=settings.kube_context)
             waiter = Waiter(kube, context=settings.kube_context, stop=stop)
         installer = PhaseInstaller(helm=tools.helm, waiter=waiter, renderer=renderer, events=events, kube=kube,
-                                   manifest_context={"serving_version": settings.versions.knative.serving_version,
-                                                     **observability_context(settings)},
-                                   note=note)
+                                   manifest_context=manifest_context(settings), note=dry_note,
+                                   chart_crds={name: r.crds_folder() for name, r in report.renders.items()}
+                                   if report else {})
         with ProgressView(console, plan) as view:
             events.listeners.append(view)
             try:
@@ -174,3 +275,56 @@ def teardown(settings: Settings, console: Console, *, keep_cluster: bool = False
     for line in done:
         console.print(line)
     return done
+
+
+def charts_verify(settings: Settings, console: Console) -> contract.ContractReport:
+    """Pull (or take from --bundle) every pinned chart and run the render check on the full plan
+    (GPU, Knative and monitoring phases on). Raises ContractError listing every problem."""
+    settings = full_plan_settings(settings)
+    plan = build_plan(settings, gpu=True)
+    store = open_store(settings, plan, pull=True)
+    assert store is not None
+    settings = replace(settings, chart_store=store.root)
+    report = full_check(settings)
+    console.print(render_table(report))
+    report.raise_for_problems()
+    console.print(f"render check passed: {len(report.renders)} phases from {store.root} in {report.seconds:.2f}s",
+                  highlight=False)
+    return report
+
+
+def bundle(settings: Settings, console: Console, out: Path) -> contract.ContractReport:
+    """An air-gapped bundle in ``out``: every pinned chart pulled once (kept if already there),
+    its sha256 recorded, and the images each phase renders listed in bundle.json and images.txt.
+    ``invoke bootstrap --bundle OUT`` then installs with no chart download."""
+    settings = full_plan_settings(replace(settings, bundle=None, state_dir=settings.state_dir))
+    store = ChartStore.open(out)
+    charts = settings.versions.charts
+    store.pull(_render_helm(settings), charts)
+    store.record(charts)
+    store.verify(charts, charts.keys())
+    settings = replace(settings, chart_store=store.root)
+    report = full_check(settings)
+    store.manifest["images"] = report.images()
+    store.write()
+    images = sorted({image for phase_images in report.images().values() for image in phase_images})
+    (out / "images.txt").write_text("".join(f"{image}\n" for image in images))
+    console.print(render_table(report))
+    report.raise_for_problems()
+    console.print(f"bundle {out}: {len(store.manifest['charts'])} charts with sha256 in {out / 'bundle.json'}, "
+                  f"{len(images)} images in {out / 'images.txt'}; install with "
+                  f"`invoke bootstrap --bundle {out}`", highlight=False)
+    return report
+
+
+def render_table(report: contract.ContractReport) -> Table:
+    """One row per phase: its chart, what it renders, and how many problems it has."""
+    table = Table(title="render check")
+    for column in ("phase", "chart", "objects", "images", "crds/", "problems"):
+        table.add_column(column, overflow="fold")
+    for name, render in report.renders.items():
+        problems = sum(p.phase == name for p in report.problems)
+        table.add_row(name, f"{render.phase.chart_name} {render.phase.chart_version}", str(len(render.objects)),
+                      str(len(render.images())), str(len(render.crds_folder())),
+                      f"[red]{problems}[/]" if problems else "[green]0[/]")
+    return table

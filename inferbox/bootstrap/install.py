@@ -4,9 +4,9 @@ plan with independent phases in parallel (:func:`execute`)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -53,6 +53,9 @@ class PhaseInstaller:
     manifest_context: dict[str, Any] | None = None
     # Where a dry run records the API steps it skips (RecordingRunner.note).
     note: Callable[[str], None] | None = None
+    # Per phase, the CRDs of its chart's crds/ folders (ContractReport renders): Helm installs
+    # those once and never upgrades them, so they are applied server-side before every helm run.
+    chart_crds: Mapping[str, Sequence[dict[str, Any]]] = field(default_factory=dict)
 
     def install(self, phase: Phase) -> Outcome:
         release = self.helm.release(phase.release, phase.namespace)
@@ -65,6 +68,7 @@ class PhaseInstaller:
                                                  "with the same values: helm skipped")
         else:
             self._pre_steps(phase, release)
+            self._apply_chart_crds(phase)
             self.events.emit("step", phase.name, f"helm upgrade --install {phase.release} {phase.chart_version}")
             self.helm.upgrade_install(phase.release, phase.chart, phase.namespace,
                                       values_files=[phase.values_file] if phase.values_file else [],
@@ -113,6 +117,17 @@ class PhaseInstaller:
         for ref in self.kube.webhook_configurations_for_service(phase.namespace, service):
             self.kube.delete(ref)
             self.events.emit("step", phase.name, f"deleted orphaned {ref} (its service has no endpoints)")
+
+    def _apply_chart_crds(self, phase: Phase) -> None:
+        for crd in self.chart_crds.get(phase.name, ()):
+            what = f"CustomResourceDefinition {crd['metadata']['name']}"
+            if self.kube is None:
+                if self.note is not None:
+                    self.note(f"apply (server-side, field manager {FIELD_MANAGER}): {what} "
+                              "(chart crds/ folder: helm never upgrades it)")
+                continue
+            self.kube.apply(crd, field_manager=FIELD_MANAGER)
+            self.events.emit("step", phase.name, f"applied {what} from the chart's crds/ folder")
 
     def _apply_manifests(self, phase: Phase) -> None:
         for template in phase.manifests:

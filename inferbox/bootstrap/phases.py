@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from inferbox.bootstrap.charts import archive_name, chart_name
 from inferbox.bootstrap.plan import CheckKind, ClusterStep, HealthCheck, Phase, Plan, PreStep
 from inferbox.config import ChartPin, Settings
 from inferbox.errors import ConfigError
@@ -37,8 +38,9 @@ def _probe(api_version: str, kind: str, namespace: str, spec: Mapping[str, Any])
             "metadata": {"name": "inferbox-webhook-probe", "namespace": namespace}, **spec}
 
 
-def _source(pin: ChartPin, override: Path | None) -> tuple[ChartSource, str, str]:
-    """(source, chart name, chart version) for a pin, or for a local chart folder overriding it."""
+def _source(pin: ChartPin, override: Path | None, store: Path | None) -> tuple[ChartSource, str, str]:
+    """(source, chart name, chart version) for a pin: the pinned remote chart, its archive in a
+    chart store, or a local chart folder overriding it."""
     if override is not None:
         # A local chart folder (tests, air-gapped installs): no repository, no version flag;
         # name and version are the folder's own, as helm will record them.
@@ -47,8 +49,9 @@ def _source(pin: ChartPin, override: Path | None) -> tuple[ChartSource, str, str
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(str(override / "Chart.yaml"), [("<file>", str(exc))]) from exc
         return ChartSource(chart=str(override), version=None), str(meta["name"]), str(meta["version"])
-    name = pin.chart.rstrip("/").rsplit("/", 1)[-1]
-    return ChartSource(chart=pin.chart, version=pin.version, repo=pin.repo), name, pin.version
+    if store is not None:
+        return ChartSource(chart=str(store / archive_name(pin)), version=None), chart_name(pin), pin.version
+    return ChartSource(chart=pin.chart, version=pin.version, repo=pin.repo), chart_name(pin), pin.version
 
 
 def build_plan(settings: Settings, *, gpu: bool) -> Plan:
@@ -58,9 +61,10 @@ def build_plan(settings: Settings, *, gpu: bool) -> Plan:
 
     def phase(name: str, chart_key: str, namespace: str, **kwargs: Any) -> Phase:
         values = values_dir / f"{name}.yaml"
-        source, chart_name, chart_version = _source(charts.by_key(chart_key), settings.chart_overrides.get(name))
+        source, named, version = _source(charts.by_key(chart_key), settings.chart_overrides.get(name),
+                                         settings.chart_store)
         return Phase(name=name, release=kwargs.pop("release", name), namespace=namespace, chart_key=chart_key,
-                     chart=source, chart_name=chart_name, chart_version=chart_version,
+                     chart=source, chart_name=named, chart_version=version,
                      values_file=values if values.is_file() else None, **kwargs)
 
     phases = [
@@ -91,8 +95,10 @@ def build_plan(settings: Settings, *, gpu: bool) -> Plan:
             HealthCheck(WEBHOOK, "istiod", "istio-system", probe=_probe(
                 "security.istio.io/v1", "PeerAuthentication", "istio-system", {"spec": {"mtls": {"mode": "STRICT"}}})),
         )),
+        # KServe's Standard mode routes each model through an Ingress of class "istio"; Istio serves
+        # it only when that IngressClass exists (manifests/istio/ingressclass.yaml.j2).
         phase("istio-ingressgateway", "istio-gateway", "istio-ingress", depends_on=("istiod",),
-              timeout_s=300, expected_s=30, checks=(
+              timeout_s=300, expected_s=30, manifests=("istio/ingressclass.yaml.j2",), checks=(
             HealthCheck(DEPLOY, "istio-ingressgateway", "istio-ingress"),
         )),
         phase("kserve-crd", "kserve-crd", KSERVE_NAMESPACE, depends_on=("cert-manager", "istiod"),

@@ -30,13 +30,13 @@ from inferbox.load.target import (
     Endpoint,
     Target,
     check_host,
-    gateway_host,
     parse_target,
     probe,
 )
 from inferbox.local.client import free_port
 from inferbox.local.predictors import LocalTarget, local_target
 from inferbox.models.catalog import Catalog, ModelSpec, default_catalog_path, load_catalog
+from inferbox.models.hosts import ingress_naming
 from inferbox.runner import Runner, ShellRunner
 
 TOKEN_MARGIN_S = 600  # a token outlives the run by this much (tokens live 24 h at most)
@@ -117,7 +117,8 @@ def endpoint_for(settings: Settings, selection: Selection, target: Target, *, ho
                  i_own_this_host: bool, local: LocalTarget | None, catalog: Catalog) -> Endpoint:
     """Where the load goes: checked against the safety rules before anything is sent."""
     model = selection.model.name
-    routed = gateway_host(model, selection.tenant) if target is Target.CLUSTER and selection.tenant else None
+    routed = (ingress_naming(settings).isvc_host(model, selection.tenant)
+              if target is Target.CLUSTER and selection.tenant else None)
     if host is not None:
         base = check_host(host, i_own_this_host=i_own_this_host)
         return Endpoint(base, routed, f"--host {base}")

@@ -37,7 +37,8 @@ from inferbox.config import Settings
 from inferbox.errors import InferboxError
 from inferbox.load import harness
 from inferbox.load.profiles import Profile
-from inferbox.load.target import IN_CLUSTER_GATEWAY_URL, gateway_host
+from inferbox.load.target import IN_CLUSTER_GATEWAY_URL
+from inferbox.models.hosts import ingress_naming
 from inferbox.render import Renderer, sort_objects
 from inferbox.runner import Runner
 from inferbox.tools import Toolbox
@@ -89,6 +90,7 @@ class ClusterPlan:
     pss_version: str
     token: str | None = None
     namespace: str = NAMESPACE
+    host_header: str | None = None  # the model's gateway host (inferbox.models.hosts), with a tenant
 
     @property
     def labels(self) -> dict[str, str]:
@@ -101,7 +103,7 @@ class ClusterPlan:
 
     def spec(self, load_dir: Path) -> harness.RunSpec:
         return harness.RunSpec(profile=self.profile, model=self.model, base_url=IN_CLUSTER_GATEWAY_URL,
-                               host_header=gateway_host(self.model, self.tenant) if self.tenant else None,
+                               host_header=self.host_header,
                                workers=self.workers, run_dir=Path(RESULTS), load_dir=Path("/load"))
 
 
@@ -184,7 +186,9 @@ def plan_for(settings: Settings, selection: Selection, *, workers: int, token: s
 
     return ClusterPlan(run_id=run_id_for(selection.profile.name, now), profile=selection.profile,
                        model=selection.model.name, tenant=selection.tenant, workers=workers, image=locust_image(),
-                       pss_version=pss_version(settings.versions.kubernetes.version), token=token)
+                       pss_version=pss_version(settings.versions.kubernetes.version), token=token,
+                       host_header=ingress_naming(settings).isvc_host(selection.model.name, selection.tenant)
+                       if selection.tenant else None)
 
 
 # -- act -------------------------------------------------------------------------------------------
@@ -253,7 +257,7 @@ def run(settings: Settings, selection: Selection, *, workers: int, console: Cons
     started = datetime.now(UTC)
     apply(kube, objects)
     console.print(f"in-cluster load test {plan.run_id}: {workers} workers in namespace {plan.namespace} -> "
-                  f"{IN_CLUSTER_GATEWAY_URL} (Host {gateway_host(plan.model, plan.tenant or '')})", highlight=False)
+                  f"{IN_CLUSTER_GATEWAY_URL} (Host {plan.host_header or '-'})", highlight=False)
     try:
         with console.status(f"{plan.run_id}: running {selection.profile.name} for {selection.profile.duration}s "
                             "in the cluster ..."):

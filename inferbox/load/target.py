@@ -4,7 +4,8 @@ Load traffic goes to exactly one of:
 
 * a local predictor, found in the LocalTarget state (``.inferbox/local/predictors.json``), on loopback;
 * the platform's gateway (``--target cluster``): kind maps the Istio ingress gateway to
-  http://127.0.0.1:8080 on the host, and the gateway routes by ``Host: <model>.<tenant>.<domain>``;
+  http://127.0.0.1:8080 on the host, and the gateway routes by the InferenceService's host
+  (:mod:`inferbox.models.hosts`);
 * a base URL the user names with ``--host``: loopback is accepted as it is; any other address only
   with ``--i-own-this-host``, the user's statement that they own it and may load it.
 
@@ -24,8 +25,6 @@ from inferbox.errors import ConfigError, InferboxError
 
 # kind's host port for the Istio ingress gateway (manifests/kind-config.yaml.j2 -> node port 30080).
 GATEWAY_URL = "http://127.0.0.1:8080"
-# KServe's default ingress domain: InferenceServices answer at <name>.<namespace>.<domain>.
-DEFAULT_DOMAIN = "example.com"
 # The gateway as pods inside the cluster reach it (release istio-ingressgateway, namespace istio-ingress).
 IN_CLUSTER_GATEWAY_URL = "http://istio-ingressgateway.istio-ingress.svc.cluster.local"
 
@@ -103,9 +102,6 @@ def check_host(url: str, *, i_own_this_host: bool = False) -> str:
             "with --i-own-this-host")
     return normalised
 
-
-def gateway_host(model: str, tenant: str, domain: str = DEFAULT_DOMAIN) -> str:
-    return f"{model}.{tenant}.{domain}"
 
 
 def probe(endpoint: Endpoint, *, timeout_s: float = 3.0) -> None:

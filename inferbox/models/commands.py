@@ -19,6 +19,7 @@ from inferbox.k8s import Kube
 from inferbox.local.predictors import LocalTarget, Prediction, local_target
 from inferbox.models import deploy as cluster
 from inferbox.models.catalog import Catalog, default_catalog_path, load_catalog
+from inferbox.models.hosts import ingress_naming
 from inferbox.models.render import DeploymentMode, RenderOptions
 from inferbox.render import Renderer
 from inferbox.runner import Runner, ShellRunner
@@ -84,7 +85,8 @@ def deploy(settings: Settings, name: str, *, target: Target, tenant: str | None 
     options = RenderOptions(mode=mode, cpu_fallback=cpu_fallback, canary_percent=canary, storage_uri=storage_uri)
     result = cluster.deploy_model(kube or _kube(settings), load_models(settings), name, model_tenant(settings, tenant),
                                   Renderer(settings.root / "manifests"), options=options, wait=wait,
-                                  timeout_s=timeout_s, context=settings.kube_context)
+                                  timeout_s=timeout_s, context=settings.kube_context,
+                                  naming=ingress_naming(settings))
     return result.message()
 
 

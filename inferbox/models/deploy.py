@@ -18,6 +18,7 @@ from inferbox.errors import InferboxError, WaitTimeout
 from inferbox.k8s import Kube, ObjectRef
 from inferbox.models import quota
 from inferbox.models.catalog import Catalog, ModelSpec
+from inferbox.models.hosts import IngressNaming
 from inferbox.models.render import (
     API_VERSION,
     ISVC_LABEL,
@@ -101,10 +102,18 @@ def quota_problems(kube: Kube, model: ModelSpec, tenant: ModelTenant, options: R
 
 def deploy_model(kube: Kube, catalog: Catalog, name: str, tenant: ModelTenant, renderer: Renderer, *,
                  options: RenderOptions | None = None, wait: bool = False, timeout_s: float = DEFAULT_WAIT_S,
-                 context: str | None = None) -> DeployResult:
+                 context: str | None = None, naming: IngressNaming | None = None) -> DeployResult:
+    """Apply the model's InferenceService in the tenant's namespace; with ``wait``, until Ready.
+
+    Refused before anything is applied (ModelRefused): a model the tenant may not use, one
+    whose hosts KServe would refuse (inferbox.models.hosts, ``naming`` from the platform's
+    KServe values), one that does not fit the tenant's quota."""
     options = options or RenderOptions()
     model = catalog.get(name)
     check_allowed(model, tenant)
+    if problems := (naming or IngressNaming()).host_problems(model.name, tenant.namespace):
+        raise ModelRefused(f"{model.name} cannot be served in namespace {tenant.namespace} (nothing was applied):\n  "
+                           + "\n  ".join(problems))
     isvc = render_inferenceservice(model, namespace=tenant.namespace, tenant=tenant.name, renderer=renderer,
                                    options=options)
     ref = isvc_ref(model.name, tenant.namespace)

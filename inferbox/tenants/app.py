@@ -18,6 +18,7 @@ from rich.table import Table
 from inferbox.config import Settings
 from inferbox.errors import ConfigError, InferboxError
 from inferbox.k8s import Kube
+from inferbox.models.hosts import ingress_naming
 from inferbox.tenants import isolation
 from inferbox.tenants.apply import SHARED, ApplyReport, Desired, Outcome, apply_all, delete_tenant
 from inferbox.tenants.keys import ISSUER, IssuedToken, KeyInfo, KeyStore, issue_token, parse_ttl
@@ -63,6 +64,17 @@ def render_units(settings: Settings, tenants: Sequence[Tenant], store: KeyStore,
     return units
 
 
+def check_model_hosts(settings: Settings, tenants: Sequence[Tenant]) -> None:
+    """Every model a tenant lists must get hosts KServe accepts in its namespace (one rule:
+    inferbox.models.hosts); refused before anything is applied, naming the file and field."""
+    naming = ingress_naming(settings)
+    for tenant in tenants:
+        problems = [(f"models[{i}]", f"{model}: {problem}") for i, model in enumerate(tenant.models)
+                    for problem in naming.host_problems(model, tenant.namespace)]
+        if problems:
+            raise ConfigError(f"tenants/{tenant.name}.yaml", problems)
+
+
 def connect(settings: Settings) -> Kube:
     return Kube.connect(context=settings.kube_context)
 
@@ -83,6 +95,7 @@ def tenants_apply(settings: Settings, console: Console, *, tenant: str | None = 
                   crds: Sequence[Path] = (), kube: Kube | None = None, directory: Path | None = None) -> ApplyReport:
     """Make the cluster match the tenant files (all, or the one named); prune what they dropped."""
     tenants = load(settings, directory)  # all of them, even with --tenant: one bad file stops the run
+    check_model_hosts(settings, tenants)
     units = render_units(settings, select(tenants, tenant), keystore(settings), crds=crds)
     kube = kube or connect(settings)
     report = apply_all(kube, units, dry_run=dry_run, declared=[t.name for t in tenants])
@@ -239,7 +252,7 @@ def isolation_table(probes: Sequence[isolation.Probe]) -> Table:
 
 def verify_isolation(settings: Settings, console: Console, *, base_url: str, tenant: str = "tenant-a",
                      other_tenant: str = "tenant-b", model: str | None = None, host: str | None = None,
-                     domain: str = "example.com", timeout_s: float = 10.0,
+                     timeout_s: float = 10.0,
                      directory: Path | None = None) -> list[isolation.Probe]:
     """Call ``tenant``'s model through the gateway at ``base_url`` with each crafted token."""
     tenants = load(settings, directory)
@@ -254,7 +267,8 @@ def verify_isolation(settings: Settings, console: Console, *, base_url: str, ten
     cases = isolation.craft_cases(keystore(settings), tenant=tenant, other_tenant=other_tenant,
                                   subject=declared.callers.subjects[0])
     url = f"{base_url.rstrip('/')}/v1/models/{model}:predict"
-    probes = isolation.run(url, cases, host=host or f"{model}.{tenant}.{domain}", timeout_s=timeout_s)
+    routed = host or ingress_naming(settings).isvc_host(model, declared.namespace)
+    probes = isolation.run(url, cases, host=routed, timeout_s=timeout_s)
     table = isolation_table(probes)
     failed = [p.case.name for p in probes if not p.ok]
     if failed:

@@ -97,7 +97,7 @@ def probe(url: str, case: Case, *, host: str | None = None, body: dict[str, Any]
     """POST ``body`` to ``url`` with the case's token; the HTTP status, whatever it is."""
     headers = {"Content-Type": "application/json"}
     if host:
-        headers["Host"] = host  # the gateway routes by host: <model>.<namespace>.<domain>
+        headers["Host"] = host  # the gateway routes by the InferenceService's host (inferbox.models.hosts)
     if case.token is not None:
         headers["Authorization"] = f"Bearer {case.token}"
     data = json.dumps(body if body is not None else IRIS_REQUEST).encode()

@@ -103,6 +103,28 @@ class Helm:
         args += ["--timeout", f"{timeout_s}s"]
         self.runner.run(self._command(args, timeout=timeout_s + 60, mutating=True))
 
+    def pull(self, source: ChartSource, destination: Path, *, timeout_s: int = 300) -> None:
+        """Download a chart archive (``<name>-<version>.tgz``) into ``destination``."""
+        argv = (self.binary, "pull", *source.args(), "--destination", str(destination))
+        self.runner.run(Command(argv, timeout=timeout_s, mutating=True))
+
+    def template(self, release: str, source: ChartSource, namespace: str, *, values_files: Sequence[Path] = (),
+                 set_values: Mapping[str, str] | None = None, kube_version: str | None = None,
+                 api_versions: Sequence[str] = (), timeout_s: int = 120) -> str:
+        """``helm template`` with the CRDs of ``crds/`` folders included: the manifests, one document
+        per object, each after a ``# Source: <chart>/<path>`` line. Reads no cluster."""
+        args = ["template", release, *source.args(), "--namespace", namespace, "--include-crds"]
+        for path in values_files:
+            args += ["--values", str(path)]
+        for key, value in sorted((set_values or {}).items()):
+            args += ["--set", f"{key}={value}"]
+        if kube_version:
+            args += ["--kube-version", kube_version]
+        for api_version in api_versions:
+            args += ["--api-versions", api_version]
+        cmd = Command((self.binary, *args), timeout=timeout_s, mutating=False)
+        return self.runner.run(cmd).stdout
+
     def uninstall(self, name: str, namespace: str, *, missing_ok: bool = True, timeout_s: int = 300) -> None:
         args = ["uninstall", name, "--namespace", namespace, "--timeout", f"{timeout_s}s"]
         if missing_ok:

@@ -24,6 +24,7 @@ from inferbox.errors import ConfigError
 from inferbox.load import incluster
 from inferbox.load.app import run_loadtest
 from inferbox.load.profiles import default_profiles_path, load_profiles
+from inferbox.models.hosts import IngressNaming
 from inferbox.validate import SchemaProblem, SchemaValidationError
 
 IMAGE = "locustio/locust:TEST"  # the real tag is the installed Locust's version
@@ -36,8 +37,10 @@ def kubernetes(root: Path) -> str:
 def plan(root: Path, profile: str, *, workers: int, token: str | None, model: str = "sklearn-iris",
          tenant: str | None = "tenant-a") -> incluster.ClusterPlan:
     profiles = load_profiles(default_profiles_path(root)).profiles
+    naming = IngressNaming.from_values(root / "helm-values" / "kserve.yaml")
     return incluster.ClusterPlan(run_id=f"20260101t000000-{profile}", profile=profiles[profile], model=model,
-                                 tenant=tenant, workers=workers, image=IMAGE, pss_version="v1.36", token=token)
+                                 tenant=tenant, workers=workers, image=IMAGE, pss_version="v1.36", token=token,
+                                 host_header=naming.isvc_host(model, tenant) if tenant else None)
 
 
 def rendered(root: Path, the_plan: incluster.ClusterPlan) -> list[dict[str, Any]]:
@@ -111,7 +114,8 @@ def test_the_configmap_carries_the_locustfiles_and_the_bounds(root: Path) -> Non
         assert data[name] == (root / "load" / name).read_text()
     config = yaml.safe_load(data["config.json"])
     assert config["max_requests"] == 20000 and config["max_duration_s"] == 600 and config["workers"] == 2
-    assert config["host_header"] == "qwen-small.team-llm.example.com"
+    # KServe's default domainTemplate, {{ .Name }}-{{ .Namespace }}.{{ .IngressDomain }}.
+    assert config["host_header"] == "qwen-small-team-llm.example.com"
     assert config["output_dir"] == "/results"
 
 

@@ -177,7 +177,7 @@ def test_cluster_target_routes_by_host_and_sends_the_tenants_jwt(make_settings: 
     outcome = run_loadtest(settings, None, None, "via-gateway", target="cluster", host=url, profiles_path=path,
                            console=Console(file=io.StringIO()))
     assert outcome is not None and outcome.summary["tenant"] == "tenant-a"  # the profile's first tenant
-    assert seen.requests and {r["host"] for r in seen.requests} == {"sklearn-iris.tenant-a.example.com"}
+    assert seen.requests and {r["host"] for r in seen.requests} == {"sklearn-iris-tenant-a.example.com"}
     assert {r["path"] for r in seen.requests} == {"/v1/models/sklearn-iris:predict"}
     assert all(r["auth"].startswith("Bearer ey") for r in seen.requests)
     assert {r["rows"] for r in seen.requests} <= {1, 2, 3, 4} and len({r["rows"] for r in seen.requests}) > 1

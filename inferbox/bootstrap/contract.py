@@ -1,0 +1,457 @@
+"""The render check: every assumption the plan makes about the pinned charts, checked against
+what those charts render (``helm template``) before anything is installed.
+
+For each phase the chart is rendered with the phase's values file and ``--set`` values, for the
+pinned Kubernetes version and the API versions the earlier phases' CRDs add. Then:
+
+* every health-check target is in the render (or in the phase's own manifests);
+* every ClusterServingRuntime that ``models/catalog.yaml`` uses is rendered;
+* every values key means something to the chart or a subchart (Helm ignores unknown keys);
+* every IngressClass a route needs is rendered, by Istio's controller name;
+* KServe's rendered ingress config names the hosts :mod:`inferbox.models.hosts` computes.
+
+Problems name the phase and the object or key. The renders also give the images each phase
+runs (for bundles) and the CRDs of ``crds/`` folders (applied server-side before upgrades,
+since Helm never upgrades those).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from inferbox.bootstrap.charts import load_chart, unknown_values
+from inferbox.bootstrap.plan import CheckKind, HealthCheck, Phase, Plan
+from inferbox.errors import CommandError, InferboxError
+from inferbox.models.hosts import IngressNaming
+from inferbox.tools.helm import Helm
+
+# Kinds without a namespace: a check of one of these matches by name alone.
+CLUSTER_SCOPED = frozenset({
+    "Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "PriorityClass",
+    "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding", "IngressClass", "StorageClass", "PersistentVolume", "APIService",
+    "RuntimeClass", "CSIDriver", "GatewayClass", "ClusterIssuer", "ClusterServingRuntime",
+    "ClusterStorageContainer", "ClusterLocalModel", "LocalModelNodeGroup",
+})
+WORKLOAD_KIND = {CheckKind.DEPLOYMENT_AVAILABLE: "Deployment", CheckKind.DAEMONSET_READY: "DaemonSet",
+                 CheckKind.STATEFULSET_READY: "StatefulSet", CheckKind.JOB_COMPLETE: "Job"}
+# Istio serves an Ingress whose IngressClass names this controller
+# (istio/istio pilot/pkg/config/kube/ingress/virtualservices.go@1.30.3, shouldProcessIngressWithClass).
+ISTIO_INGRESS_CONTROLLER = "istio.io/ingress-controller"
+# KServe's controller configuration (kserve/kserve charts/kserve-resources files/common/configmap.yaml@v0.20.0).
+KSERVE_CONFIGMAP = "inferenceservice-config"
+_SOURCE = re.compile(r"^# Source: (.+)$", re.M)
+_CRDS_FOLDER = re.compile(r"^[^/]+(?:/charts/[^/]+)*/crds/")
+
+
+@dataclass(frozen=True)
+class Problem:
+    phase: str
+    subject: str  # the object ("Deployment istio-system/istiod") or key ("values key pilot.foo")
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.phase}: {self.subject}: {self.message}"
+
+
+class ContractError(InferboxError):
+    """The pinned charts do not render what the plan needs; ``problems`` says each thing."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("render check failed: the pinned charts do not match what the plan needs\n  "
+                         + "\n  ".join(str(p) for p in self.problems)
+                         + "\nfix the values or the plan (inferbox/bootstrap/phases.py), then `invoke charts-verify`")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One object a chart (or a phase manifest) renders; ``source`` is helm's ``# Source:`` path.
+
+    A CRD's ``obj`` lacks its schemas (``openAPIV3Schema``: megabytes that no check reads);
+    ``raw`` keeps its text, and :meth:`full` parses it whole when it is to be applied."""
+
+    obj: dict[str, Any]
+    source: str
+    raw: str | None = None
+
+    def full(self) -> dict[str, Any]:
+        if self.raw is None:
+            return self.obj
+        return next(d for d in yaml.load_all(self.raw, Loader=_Loader) if isinstance(d, dict))
+
+    @property
+    def kind(self) -> str:
+        return str(self.obj.get("kind", ""))
+
+    @property
+    def name(self) -> str:
+        return str((self.obj.get("metadata") or {}).get("name", ""))
+
+    def namespace(self, default: str) -> str | None:
+        if self.kind in CLUSTER_SCOPED:
+            return None
+        return str((self.obj.get("metadata") or {}).get("namespace") or default)
+
+    @property
+    def from_crds_folder(self) -> bool:
+        """A CRD from a chart's ``crds/`` folder: Helm installs it once and never upgrades it."""
+        return self.kind == "CustomResourceDefinition" and bool(_CRDS_FOLDER.match(self.source))
+
+
+@dataclass
+class PhaseRender:
+    phase: Phase
+    objects: list[Rendered]
+    seconds: float
+
+    def find(self, kind: str, name: str, namespace: str | None = None) -> Rendered | None:
+        for item in self.objects:
+            if item.kind == kind and item.name == name and (
+                    namespace is None or item.namespace(self.phase.namespace) in (None, namespace)):
+                return item
+        return None
+
+    def crds_folder(self) -> list[dict[str, Any]]:
+        return [r.full() for r in self.objects if r.from_crds_folder]
+
+    def images(self) -> list[str]:
+        return sorted({image for r in self.objects for image in _images(r.obj)})
+
+
+@dataclass
+class ContractReport:
+    renders: dict[str, PhaseRender] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def images(self) -> dict[str, list[str]]:
+        return {name: render.images() for name, render in self.renders.items()}
+
+    def raise_for_problems(self) -> None:
+        if self.problems:
+            raise ContractError(self.problems)
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """YAML 1.1's ``=`` value tag has no constructor in PyYAML, yet ``- =`` is a plain string to
+    Kubernetes (kube-prometheus-stack's CRDs hold one): resolve it as a string."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:value"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def parse_manifests(text: str, where: str = "") -> list[Rendered]:
+    """Split ``helm template`` output into objects, each with its ``# Source:`` path.
+
+    A ``crds/`` file may hold its own ``---`` after the Source line: the path carries on until
+    the next Source line."""
+    out = []
+    source = ""
+    for chunk in re.split(r"^---\s*$", text, flags=re.M):
+        if match := _SOURCE.search(chunk):
+            source = match.group(1)
+        crd = _CRD_KIND.search(chunk) is not None
+        try:
+            docs = list(yaml.load_all(_without_schemas(chunk) if crd else chunk, Loader=_Loader))
+        except yaml.YAMLError as exc:
+            raise InferboxError(f"{where}: rendered YAML from {source or '?'} does not parse: {exc}") from exc
+        docs = [doc for doc in docs if isinstance(doc, dict) and doc.get("kind")]
+        out += [Rendered(doc, source, chunk if crd and len(docs) == 1 else None) for doc in docs]
+    return out
+
+
+_CRD_KIND = re.compile(r"^kind:\s*CustomResourceDefinition\s*$", re.M)
+_SCHEMA_KEY = re.compile(r"^( *)openAPIV3Schema:\s*$")
+
+
+def _without_schemas(text: str) -> str:
+    """Block-style YAML with every ``openAPIV3Schema:`` block dropped (its more-indented lines)."""
+    kept: list[str] = []
+    deeper_than: int | None = None
+    for line in text.splitlines():
+        if deeper_than is not None:
+            if not line.strip() or len(line) - len(line.lstrip(" ")) > deeper_than:
+                continue
+            deeper_than = None
+        if match := _SCHEMA_KEY.match(line):
+            deeper_than = len(match.group(1))
+            kept.append(f"{match.group(1)}openAPIV3Schema: {{}}")
+            continue
+        kept.append(line)
+    return "\n".join(kept)
+
+
+RenderCache = dict[tuple[Any, ...], tuple["PhaseRender | None", "Problem | None"]]
+
+
+def verify(plan: Plan, helm: Helm, *, kube_version: str, runtimes: Mapping[str, str],
+           manifests: Callable[[Phase], list[dict[str, Any]]], naming: IngressNaming,
+           values_label: Callable[[Phase, str], str] | None = None,
+           cache: RenderCache | None = None) -> ContractReport:
+    """Render every phase (all in parallel) and check the plan against the renders.
+
+    A chart that asks ``.Capabilities.APIVersions`` is rendered again with the API versions its
+    dependencies' CRDs serve, as it would see them on the cluster when its phase runs.
+
+    ``runtimes`` maps each ClusterServingRuntime the catalog uses to where it is used
+    ("models/catalog.yaml: models.sklearn-iris.runtime"); ``manifests`` renders a phase's own
+    templates. Charts must be local (a chart store); a chart that fails to render is a problem
+    of its phase. ``cache`` shares renders between plans that differ in a few phases.
+    Returns the report; :meth:`ContractReport.raise_for_problems` refuses.
+    """
+    cache = {} if cache is None else cache
+
+    def cached_render(phase: Phase, served: tuple[str, ...]) -> tuple[PhaseRender | None, Problem | None]:
+        key = (phase.name, phase.release, phase.namespace, phase.chart, phase.values_digest(),
+               tuple(phase.manifests), served)
+        if key not in cache:
+            cache[key] = _render(phase, helm, kube_version, served, manifests)
+        return cache[key]
+
+    started = time.monotonic()
+    report = ContractReport()
+    phases = plan.order()
+    with ThreadPoolExecutor(max_workers=max(1, len(phases))) as pool:
+        # Every phase at once, seeing only the cluster's built-in APIs...
+        results = dict(zip([p.name for p in phases], pool.map(lambda p: cached_render(p, ()), phases), strict=True))
+        # ...then again, with the APIs its dependencies' CRDs add, each phase whose chart asks
+        # (.Capabilities.APIVersions) and whose dependencies add any.
+        again = {p.name: served for p in phases
+                 if load_chart(Path(p.chart.chart)).uses_api_versions if Path(p.chart.chart).exists()
+                 if (served := _served_before(plan, p, results))}
+        for name, result in zip(again, pool.map(lambda n: cached_render(plan.phase(n), again[n]), again),
+                                strict=True):
+            results[name] = result
+    for phase in phases:
+        render, problem = results[phase.name]
+        if problem is not None:
+            report.problems.append(problem)
+            continue
+        assert render is not None
+        report.renders[phase.name] = render
+        report.problems += _check_values(phase, values_label)
+        report.problems += _check_targets(render)
+    report.problems += _check_runtimes(plan, report, runtimes)
+    report.problems += _check_ingress_classes(report)
+    report.problems += _check_hosts(report, naming)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _render(phase: Phase, helm: Helm, kube_version: str, api_versions: tuple[str, ...],
+            manifests: Callable[[Phase], list[dict[str, Any]]]) -> tuple[PhaseRender | None, Problem | None]:
+    started = time.monotonic()
+    subject = f"chart {phase.chart_name} {phase.chart_version}"
+    if not Path(phase.chart.chart).exists():
+        return None, Problem(phase.name, subject, f"{phase.chart.chart} is not a local chart: pull the pinned "
+                                                  "charts first (`invoke bundle`)")
+    try:
+        text = helm.template(phase.release, phase.chart, phase.namespace,
+                             values_files=[phase.values_file] if phase.values_file else [],
+                             set_values=phase.set_values, kube_version=kube_version, api_versions=api_versions)
+    except CommandError as exc:
+        return None, Problem(phase.name, subject, f"does not render with the phase's values: {exc.stderr.strip()}")
+    objects = parse_manifests(text, phase.name)
+    objects += [Rendered(obj, f"manifests/{phase.name}") for obj in manifests(phase)]
+    return PhaseRender(phase, objects, time.monotonic() - started), None
+
+
+def _served_before(plan: Plan, phase: Phase,
+                   results: Mapping[str, tuple[PhaseRender | None, Problem | None]]) -> tuple[str, ...]:
+    """The API versions the CRDs of ``phase``'s (transitive) dependencies serve."""
+    seen: set[str] = set()
+    todo = list(phase.depends_on)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += plan.phase(name).depends_on
+    served = {v for name in seen if (render := results[name][0]) is not None for v in _served_api_versions(render)}
+    return tuple(sorted(served))
+
+
+def _served_api_versions(render: PhaseRender) -> Iterator[str]:
+    """What the cluster serves once this phase's CRDs are in: ``group/version`` and ``…/Kind``."""
+    for item in render.objects:
+        if item.kind != "CustomResourceDefinition":
+            continue
+        spec = item.obj.get("spec") or {}
+        group, kind = spec.get("group"), (spec.get("names") or {}).get("kind")
+        for version in spec.get("versions") or []:
+            yield f"{group}/{version.get('name')}"
+            yield f"{group}/{version.get('name')}/{kind}"
+
+
+def _check_values(phase: Phase, label: Callable[[Phase, str], str] | None) -> list[Problem]:
+    chart = load_chart(Path(phase.chart.chart))
+    where = label or _values_origin
+    return [Problem(phase.name, f"values key {key} ({where(phase, key)})",
+                    f"chart {chart.name} {chart.version} and its subcharts neither define nor declare it in their "
+                    "schema: Helm would ignore it silently")
+            for key in unknown_values(phase.values(), chart)]
+
+
+def _values_origin(phase: Phase, key: str) -> str:
+    if key in phase.set_values or any(key.startswith(f"{k}.") for k in phase.set_values):
+        return "--set by the plan"
+    return phase.values_file.name if phase.values_file else "values"
+
+
+def _check_targets(render: PhaseRender) -> list[Problem]:
+    return [Problem(render.phase.name, check.describe(), message)
+            for check in render.phase.checks if (message := _missing_target(render, check))]
+
+
+def _missing_target(render: PhaseRender, check: HealthCheck) -> str | None:
+    """Why a health check's target is not in the render, or None when it is."""
+    ns = check.namespace
+    if check.kind is CheckKind.CRD_ESTABLISHED:
+        found = render.find("CustomResourceDefinition", check.name)
+        return None if found else "no CustomResourceDefinition of that name is rendered"
+    if check.kind in WORKLOAD_KIND:
+        kind = WORKLOAD_KIND[check.kind]
+        if render.find(kind, check.name, ns) or _operator_made(render, kind, check.name, ns):
+            return None
+        return f"no {kind} {ns}/{check.name} is rendered{_near_names(render, kind)}"
+    if check.kind is CheckKind.WEBHOOK_READY:
+        if render.find("Service", check.name, ns) is None:
+            return f"no Service {ns}/{check.name} is rendered{_near_names(render, 'Service')}"
+        for item in render.objects:
+            if item.kind.endswith("WebhookConfiguration") and any(
+                    (w.get("clientConfig") or {}).get("service", {}).get("name") == check.name
+                    for w in item.obj.get("webhooks") or []):
+                return None
+        return "no webhook configuration calls that Service"
+    kind = check.resource_kind or ""
+    if render.find(kind, check.name, ns) is None:
+        return f"no {kind} {check.name} is rendered{_near_names(render, kind)}"
+    return None
+
+
+def _operator_made(render: PhaseRender, kind: str, name: str, namespace: str | None) -> bool:
+    """Workloads an operator creates from a rendered custom resource.
+
+    prometheus-operator names a Prometheus' StatefulSet ``prometheus-<name>``
+    (prometheus-operator/prometheus-operator pkg/prometheus/common.go@v0.93.0, PrefixedName).
+    """
+    if kind == "StatefulSet" and name.startswith("prometheus-"):
+        return render.find("Prometheus", name.removeprefix("prometheus-"), namespace) is not None
+    return False
+
+
+def _near_names(render: PhaseRender, kind: str) -> str:
+    names = sorted({f"{r.namespace(render.phase.namespace) or ''}/{r.name}".lstrip("/")
+                    for r in render.objects if r.kind == kind})
+    return f" (rendered {kind}s: {', '.join(names[:6])}{', …' if len(names) > 6 else ''})" if names else \
+        f" (the chart renders no {kind} with these values)"
+
+
+def _check_runtimes(plan: Plan, report: ContractReport, runtimes: Mapping[str, str]) -> list[Problem]:
+    rendered = {r.name for render in report.renders.values() for r in render.objects
+                if r.kind == "ClusterServingRuntime"}
+    owner = next((p.name for p in plan.phases for c in p.checks if c.resource_kind == "ClusterServingRuntime"),
+                 "plan")
+    if owner != "plan" and owner not in report.renders:
+        return []  # its chart did not render: already a problem
+    return [Problem(owner, f"ClusterServingRuntime {name}",
+                    f"{used} needs it, but no phase renders it"
+                    + (f" (rendered: {', '.join(sorted(rendered))})" if rendered else
+                       " (no ClusterServingRuntime is rendered at all: are the chart's runtimes switched on?)"))
+            for name, used in sorted(runtimes.items()) if name not in rendered]
+
+
+def _kserve_config(report: ContractReport) -> tuple[str, dict[str, Any]] | None:
+    """(phase, KServe's parsed ConfigMap data) where a phase renders it."""
+    for name, render in report.renders.items():
+        for item in render.objects:
+            if item.kind == "ConfigMap" and item.name == KSERVE_CONFIGMAP:
+                data: dict[str, Any] = {}
+                for key, raw in (item.obj.get("data") or {}).items():
+                    try:
+                        data[key] = json.loads(raw)
+                    except (TypeError, json.JSONDecodeError):
+                        data[key] = raw
+                return name, data
+    return None
+
+
+def _check_ingress_classes(report: ContractReport) -> list[Problem]:
+    classes = {r.name: r for render in report.renders.values() for r in render.objects if r.kind == "IngressClass"}
+    needed: list[tuple[str, str, str]] = []  # (phase, subject, class)
+    for name, render in report.renders.items():
+        for item in render.objects:
+            if item.kind == "Ingress" and (cls := (item.obj.get("spec") or {}).get("ingressClassName")):
+                needed.append((name, f"Ingress {item.namespace(render.phase.namespace)}/{item.name}", cls))
+    if config := _kserve_config(report):
+        phase, data = config
+        ingress, deploy = data.get("ingress") or {}, data.get("deploy") or {}
+        mode = str(deploy.get("defaultDeploymentMode", "")) if isinstance(deploy, dict) else ""
+        # Standard (RawDeployment) mode creates a networking.k8s.io/v1 Ingress of this class per
+        # InferenceService (kserve pkg/controller/v1beta1/inferenceservice/reconcilers/ingress/
+        # kube_ingress_reconciler.go@v0.20.0).
+        if (isinstance(ingress, dict) and mode in ("Standard", "RawDeployment")
+                and not ingress.get("disableIngressCreation") and ingress.get("ingressClassName")):
+            needed.append((phase, f"ConfigMap {KSERVE_CONFIGMAP} ingress.ingressClassName "
+                                  f"(deployment mode {mode})", str(ingress["ingressClassName"])))
+    problems = []
+    for phase, subject, cls in needed:
+        found = classes.get(cls)
+        if found is None:
+            problems.append(Problem(phase, subject, f"routes need IngressClass {cls!r}, which no phase renders: "
+                                                    "Istio serves no route for it"))
+        elif (found.obj.get("spec") or {}).get("controller") != ISTIO_INGRESS_CONTROLLER:
+            problems.append(Problem(phase, subject, f"IngressClass {cls!r} names controller "
+                                                    f"{(found.obj.get('spec') or {}).get('controller')!r}, "
+                                                    f"not Istio's {ISTIO_INGRESS_CONTROLLER!r}"))
+    return problems
+
+
+def _check_hosts(report: ContractReport, naming: IngressNaming) -> list[Problem]:
+    """The hosts inferbox computes must be the hosts KServe will generate."""
+    config = _kserve_config(report)
+    if config is None:
+        return []
+    phase, data = config
+    ingress = data.get("ingress") if isinstance(data.get("ingress"), dict) else {}
+    problems = []
+    for key, ours in (("domainTemplate", naming.domain_template), ("ingressDomain", naming.domain)):
+        theirs = ingress.get(key)
+        if theirs != ours:
+            problems.append(Problem(phase, f"ConfigMap {KSERVE_CONFIGMAP} ingress.{key}",
+                                    f"KServe will use {theirs!r}, inferbox computes hosts with {ours!r} "
+                                    "(inferbox.models.hosts reads helm-values/kserve.yaml)"))
+    return problems
+
+
+def _images(obj: Any) -> Iterator[str]:
+    """Image references anywhere in an object, including JSON held in ConfigMap data."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if key == "image" and isinstance(value, str) and _looks_like_image(value):
+                yield value
+            elif isinstance(value, str) and value.lstrip().startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):
+                    yield from list(_images(json.loads(value)))
+            else:
+                yield from _images(value)
+    elif isinstance(obj, list):
+        for item in obj:
+            yield from _images(item)
+
+
+def _looks_like_image(value: str) -> bool:
+    return bool(re.fullmatch(r"[a-z0-9][\w.\-/]*(?::[\w.\-]+)?(?:@sha256:[0-9a-f]{64})?", value)) and (
+        "/" in value or ":" in value)
