@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--kubeconfig", type=Path, default=None,
                      help="run the cluster tests against this cluster instead of the embedded control plane")
     parser.addoption("--kube-context", default=None, help="context of --kubeconfig (default: its current one)")
+
+
+@pytest.fixture(scope="session")
+def helm_cli() -> Path:
+    """A helm binary for render checks: the test control plane's build (helm from the npm layer
+    pinned in versions.toml [testenv]), else one on PATH."""
+    from inferbox.testenv import find_binaries, load_pins
+
+    if found := find_binaries(load_pins(PROJECT_ROOT / "versions.toml")):
+        return found.helm
+    if on_path := shutil.which("helm"):
+        return Path(on_path)
+    why = "no helm: run `.venv/bin/python -m inferbox.testenv build` (or `invoke tools`) first"
+    if os.environ.get("INFERBOX_TESTENV_REQUIRED") == "1":
+        pytest.fail(why)
+    pytest.skip(why)
 
 
 @pytest.fixture

@@ -230,7 +230,7 @@ def verify(plan: Plan, helm: Helm, *, kube_version: str, runtimes: Mapping[str, 
         # ...then again, with the APIs its dependencies' CRDs add, each phase whose chart asks
         # (.Capabilities.APIVersions) and whose dependencies add any.
         again = {p.name: served for p in phases
-                 if load_chart(Path(p.chart.chart)).uses_api_versions if Path(p.chart.chart).exists()
+                 if Path(p.chart.chart).exists() and load_chart(Path(p.chart.chart)).uses_api_versions
                  if (served := _served_before(plan, p, results))}
         for name, result in zip(again, pool.map(lambda n: cached_render(plan.phase(n), again[n]), again),
                                 strict=True):

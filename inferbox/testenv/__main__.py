@@ -1,4 +1,6 @@
-"""``python -m inferbox.testenv build|up``: build the binaries, or run a control plane until Ctrl-C."""
+"""``python -m inferbox.testenv build|prepare|up``: build the binaries; fetch and build everything
+the test suite needs from the network (so it can then run in a namespace with only loopback);
+or run a control plane until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="versions.toml with the [testenv] table (default: the repository's)")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("build", help="build/fetch the binaries into the cache (no-op when cached)")
+    sub.add_parser("prepare", help="build, then the PromQL checker and the local predictors' environment: "
+                                   "all the tests fetch from the network (each a no-op when done)")
     up = sub.add_parser("up", help="start a control plane and keep it up until Ctrl-C")
     up.add_argument("--crds", type=Path, action="append", default=[],
                     help="folder or file of CRD manifests to install (repeatable)")
@@ -39,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "build":
             print(binaries.bin_dir)
             return 0
+        if args.command == "prepare":
+            _prepare(args.versions)
+            return 0
         with ControlPlane(binaries, log=_log) as cp:
             for path in args.crds:
                 done = cp.install_crds(path)
@@ -51,6 +58,25 @@ def main(argv: list[str] | None = None) -> int:
     except (BuildError, ControlPlaneError) as exc:
         _log(f"error: {exc}")
         return 1
+
+
+def _prepare(versions: Path) -> None:
+    """What tests would otherwise fetch on first use: tools/promql-check (Go modules) and the
+    local predictors' environment (.inferbox/local/venv, from PyPI)."""
+    from inferbox.config import load_versions
+    from inferbox.local.env import SERVER_REQUIREMENTS, PredictorEnv, kserve_requirement
+    from inferbox.observability import promql
+    from inferbox.runner import ShellRunner
+
+    pins = load_versions(versions)
+    if promql.find_go() is not None:
+        _log(f"promql-check: {promql.ensure_built(pins.observability)}")
+    root = versions.parent
+    env = PredictorEnv(root / ".inferbox" / "local" / "venv", root / "models" / "local-predictor",
+                       kserve_requirement(pins.charts.kserve.version))
+    for server in SERVER_REQUIREMENTS:
+        installed = env.ensure(server, ShellRunner())
+        _log(f"local predictor environment for {server}: " + (f"installed {installed}" if installed else "ready"))
 
 
 if __name__ == "__main__":

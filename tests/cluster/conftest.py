@@ -18,7 +18,7 @@ import pytest
 from kubernetes import client
 
 from inferbox import PROJECT_ROOT
-from inferbox.testenv import BinarySet, ControlPlane, ensure_binaries, find_binaries, load_pins
+from inferbox.testenv import BinarySet, ControlPlane, ensure_binaries, find_binaries, load_pins, netns
 from inferbox.testenv.build import build_digest, default_cache_dir
 from inferbox.testenv.existing import ExistingCluster
 from inferbox.testenv.waiting import wait_for
@@ -60,6 +60,14 @@ def control_plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
         yield ExistingCluster(kubeconfig, request.config.getoption("--kube-context"),  # type: ignore[misc]
                               tmp_path_factory.mktemp("existing"))
         return
+    if not netns.isolated():
+        # The API server dials Services' ClusterIPs (webhooks): only loopback may be reachable.
+        why = (f"the embedded control plane runs only in a network namespace with loopback alone (this one has "
+               f"{netns.interfaces()}): run `./quickstart test`, or `unshare --net --map-root-user -- "
+               ".venv/bin/python -m inferbox.testenv.netns .venv/bin/python -m pytest`")
+        if os.environ.get("INFERBOX_TESTENV_REQUIRED") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
     with ControlPlane(request.getfixturevalue("testenv_binaries")) as cp:
         yield cp
 

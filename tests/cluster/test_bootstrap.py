@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from inferbox.bootstrap import contract
 from inferbox.bootstrap.install import Outcome, PhaseInstaller, execute
 from inferbox.bootstrap.plan import CheckKind, ClusterStep, HealthCheck, Phase, Plan, PreStep
 from inferbox.errors import PhaseFailed, WaitTimeout
 from inferbox.events import EventLog
 from inferbox.k8s import Kube, ObjectRef
+from inferbox.models.hosts import IngressNaming
 from inferbox.render import Renderer
 from inferbox.runner import ShellRunner
 from inferbox.testenv import ControlPlane
@@ -181,3 +183,54 @@ def test_status_readiness_checks(installer, kube: Kube, namespace: str, tmp_path
     assert is_ready_now(kube, HealthCheck(CheckKind.DEPLOYMENT_AVAILABLE, "demo-app", namespace))
     assert not is_ready_now(kube, HealthCheck(CheckKind.DEPLOYMENT_AVAILABLE, "absent", namespace))
     assert is_ready_now(kube, HealthCheck(CheckKind.WEBHOOK_READY, "demo-app", namespace))
+
+
+GADGETS = ObjectRef("apiextensions.k8s.io/v1", "CustomResourceDefinition", "gadgets.crdfolder.inferbox.test")
+
+
+def gadget_fields(kube: Kube) -> set[str]:
+    crd = kube.get(GADGETS)
+    assert crd is not None
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return set(schema["properties"]["spec"]["properties"])
+
+
+def test_crds_folder_crds_are_upgraded_server_side_before_helm(helm: Helm, kube: Kube, namespace: str,
+                                                               tmp_path: Path) -> None:
+    """Helm installs a chart's crds/ CRDs once and never upgrades them; the installer applies
+    them server-side (from the phase's render) before every helm run."""
+    contract_charts = CHARTS / "contract"
+
+    def phase(version: int) -> Phase:
+        return chart_phase(f"contract/crd-folder-v{version}", namespace, release="gadgets", tmp_path=tmp_path,
+                           checks=(HealthCheck(CheckKind.CRD_ESTABLISHED, GADGETS.name),))
+
+    def crds_of(phase: Phase) -> dict[str, list[dict]]:
+        report = contract.verify(Plan(CLUSTER, (phase,)), helm, kube_version="1.36.0", runtimes={},
+                                 manifests=lambda p: [], naming=IngressNaming())
+        report.raise_for_problems()
+        return {phase.name: report.renders[phase.name].crds_folder()}
+
+    def installer(chart_crds: dict[str, list[dict]]) -> PhaseInstaller:
+        return PhaseInstaller(helm=helm, waiter=Waiter(kube), renderer=Renderer(contract_charts), events=EventLog(),
+                              kube=kube, chart_crds=chart_crds)
+
+    try:
+        assert installer({}).install(phase(1)) is Outcome.INSTALLED
+        assert gadget_fields(kube) == {"colour"}
+        # Helm alone: the release moves to the v2 chart, the CRD stays at v1 (the defect).
+        assert installer({}).install(phase(2)) is Outcome.UPGRADED
+        assert gadget_fields(kube) == {"colour"}
+        # With the chart's crds/ CRDs applied first, the live CRD is the chart's.
+        v2 = phase(2)
+        events = EventLog()
+        with_crds = installer(crds_of(v2))
+        with_crds.events = events
+        helm.uninstall("gadgets", namespace)  # a fresh upgrade path: v1 installed, then v2
+        assert installer({}).install(phase(1)) is Outcome.INSTALLED
+        assert with_crds.install(v2) is Outcome.UPGRADED
+        assert gadget_fields(kube) == {"colour", "size"}
+        assert any("applied CustomResourceDefinition gadgets.crdfolder.inferbox.test from the chart's crds/ folder"
+                   in e.message for e in events.events)
+    finally:
+        kube.delete(GADGETS)

@@ -106,11 +106,11 @@ def server() -> Iterator[str]:
 
 def test_probe_sends_host_token_and_body(server: str, cases: list[isolation.Case]) -> None:
     probes = isolation.run(f"{server}/v1/models/sklearn-iris:predict", [cases[0], cases[-1]],
-                           host="sklearn-iris.tenant-a.example.com")
+                           host="sklearn-iris-tenant-a.example.com")
     assert [(p.status, p.ok) for p in probes] == [(403, True), (200, True)]
     assert probes[0].error == "RBAC: access denied"
     first, second = _Recorder.seen
-    assert first["host"] == "sklearn-iris.tenant-a.example.com" and first["auth"] == ""
+    assert first["host"] == "sklearn-iris-tenant-a.example.com" and first["auth"] == ""
     assert second["auth"] == f"Bearer {cases[-1].token}"
     assert json.loads(second["body"]) == isolation.IRIS_REQUEST
     assert second["path"] == "/v1/models/sklearn-iris:predict"

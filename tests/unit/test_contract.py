@@ -1,0 +1,252 @@
+"""The render check (inferbox.bootstrap.contract) against fixture charts the tests own, one per
+defect class the pinned upstream charts showed: templates gated off by default, a renamed
+workload, an unknown values key, an Ingress whose class nothing creates, KServe's ingress
+config out of step with our hosts, a CRD in a chart's crds/ folder. Each time the check must
+fail naming the phase and the object or key, and pass once the cause is fixed.
+
+These render with a real helm (`helm template`); the upstream charts themselves are checked
+by `invoke charts-verify` (see the README), never copied into the tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from inferbox.bootstrap import contract
+from inferbox.bootstrap.plan import CheckKind, ClusterStep, HealthCheck, Phase, Plan
+from inferbox.models.hosts import IngressNaming
+from inferbox.runner import ShellRunner
+from inferbox.tools.helm import ChartSource, Helm
+
+CHARTS = Path(__file__).resolve().parent.parent / "fixtures" / "charts"
+CONTRACT = CHARTS / "contract"
+CLUSTER = ClusterStep("existing", "t", "t", "-", gpu=False)
+KUBE_VERSION = "1.36.0"
+ISTIO_CLASS = {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "istio"},
+               "spec": {"controller": "istio.io/ingress-controller"}}
+
+
+@pytest.fixture
+def helm(helm_cli: Path) -> Helm:
+    return Helm(ShellRunner(), str(helm_cli))
+
+
+def phase(chart: Path, tmp_path: Path, *, name: str | None = None, values: dict[str, Any] | None = None,
+          checks: tuple[HealthCheck, ...] = (), set_values: dict[str, str] | None = None,
+          manifests: tuple[str, ...] = (), depends_on: tuple[str, ...] = ()) -> Phase:
+    meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+    name = name or meta["name"]
+    values_file = tmp_path / f"{name}.yaml"
+    values_file.write_text(yaml.safe_dump(values or {}))
+    return Phase(name=name, release=name, namespace="ns-" + name, chart_key=name, chart=ChartSource(str(chart), None),
+                 chart_name=meta["name"], chart_version=meta["version"], values_file=values_file, checks=checks,
+                 set_values=set_values or {}, manifests=manifests, depends_on=depends_on)
+
+
+def check(helm: Helm, *phases: Phase, runtimes: dict[str, str] | None = None,
+          extra: dict[str, list[dict[str, Any]]] | None = None,
+          naming: IngressNaming | None = None) -> contract.ContractReport:
+    return contract.verify(Plan(CLUSTER, phases), helm, kube_version=KUBE_VERSION, runtimes=runtimes or {},
+                           manifests=lambda p: list((extra or {}).get(p.name, [])), naming=naming or IngressNaming())
+
+
+def lines(report: contract.ContractReport) -> list[str]:
+    return [str(p) for p in report.problems]
+
+
+# -- templates gated off by default --------------------------------------------------------------
+RUNTIME_CHECK = HealthCheck(CheckKind.RESOURCE_EXISTS, "fixture-runtime", api_version="serving.kserve.io/v1alpha1",
+                            resource_kind="ClusterServingRuntime")
+
+
+def test_a_gated_off_template_fails_the_health_target_and_the_catalog_runtime(helm: Helm, tmp_path: Path) -> None:
+    runtimes = {"fixture-runtime": "models/catalog.yaml: models.iris.runtime"}
+    report = check(helm, phase(CONTRACT / "gated", tmp_path, name="runtimes", checks=(RUNTIME_CHECK,)),
+                   runtimes=runtimes)
+    assert lines(report) == [
+        "runtimes: clusterservingruntime fixture-runtime exists: no ClusterServingRuntime fixture-runtime is "
+        "rendered (the chart renders no ClusterServingRuntime with these values)",
+        "runtimes: ClusterServingRuntime fixture-runtime: models/catalog.yaml: models.iris.runtime needs it, but no "
+        "phase renders it (no ClusterServingRuntime is rendered at all: are the chart's runtimes switched on?)",
+    ]
+    with pytest.raises(contract.ContractError, match="runtimes: clusterservingruntime fixture-runtime exists"):
+        report.raise_for_problems()
+
+    fixed = check(helm, phase(CONTRACT / "gated", tmp_path, name="runtimes", checks=(RUNTIME_CHECK,),
+                              values={"servingruntime": {"enabled": True}}), runtimes=runtimes)
+    assert fixed.problems == []
+    assert fixed.images() == {"runtimes": ["example.invalid/fixture-server:1"]}
+
+
+# -- a renamed workload ----------------------------------------------------------------------------
+def test_a_renamed_deployment_is_named_with_what_is_rendered(helm: Helm, tmp_path: Path) -> None:
+    app = phase(CHARTS / "demo-app", tmp_path, name="app", checks=(
+        HealthCheck(CheckKind.DEPLOYMENT_AVAILABLE, "app-controller", "ns-app"),
+        HealthCheck(CheckKind.DEPLOYMENT_AVAILABLE, "app", "ns-app"),
+        HealthCheck(CheckKind.DEPLOYMENT_AVAILABLE, "app", "elsewhere"),
+    ))
+    assert lines(check(helm, app)) == [
+        "app: deployment ns-app/app-controller Available: no Deployment ns-app/app-controller is rendered "
+        "(rendered Deployments: ns-app/app)",
+        "app: deployment elsewhere/app Available: no Deployment elsewhere/app is rendered "
+        "(rendered Deployments: ns-app/app)",
+    ]
+
+
+def test_a_webhook_target_needs_its_service_and_a_configuration_calling_it(helm: Helm, tmp_path: Path) -> None:
+    webhook = HealthCheck(CheckKind.WEBHOOK_READY, "app", "ns-app", probe={"kind": "ConfigMap"})
+    assert lines(check(helm, phase(CHARTS / "demo-app", tmp_path, name="app", checks=(webhook,)))) == [
+        "app: webhook service ns-app/app has ready endpoints and answers a dry-run ConfigMap: "
+        "no webhook configuration calls that Service"]
+    configuration = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+                     "metadata": {"name": "app"},
+                     "webhooks": [{"name": "app.inferbox.test", "clientConfig": {"service": {"name": "app",
+                                                                                             "namespace": "ns-app"}}}]}
+    assert check(helm, phase(CHARTS / "demo-app", tmp_path, name="app", checks=(webhook,)),
+                 extra={"app": [configuration]}).problems == []
+
+
+def test_a_statefulset_made_by_prometheus_operator_counts_when_its_prometheus_is_rendered(
+        helm: Helm, tmp_path: Path) -> None:
+    sts = HealthCheck(CheckKind.STATEFULSET_READY, "prometheus-main", "ns-app")
+    prometheus = {"apiVersion": "monitoring.coreos.com/v1", "kind": "Prometheus", "metadata": {"name": "main"}}
+    assert len(check(helm, phase(CHARTS / "demo-app", tmp_path, name="app", checks=(sts,))).problems) == 1
+    assert check(helm, phase(CHARTS / "demo-app", tmp_path, name="app", checks=(sts,)),
+                 extra={"app": [prometheus]}).problems == []
+
+
+# -- unknown values keys ---------------------------------------------------------------------------
+def test_unknown_values_keys_are_named_with_their_file(helm: Helm, tmp_path: Path) -> None:
+    values = {"replcias": 2, "nested": {"known": 2, "unkown": 1, "deeper": {"leaf": False, "leef": True}},
+              "child": {"port": 9090, "prot": 1}, "declared": {"only": "x", "other": "y"}}
+    report = check(helm, phase(CONTRACT / "values-chart", tmp_path, name="vals", values=values,
+                               set_values={"nested.typo": "1"}))
+    assert sorted(lines(report)) == sorted(
+        f"vals: values key {key} ({origin}): chart values-chart 0.1.0 and its subcharts neither define nor "
+        "declare it in their schema: Helm would ignore it silently"
+        for key, origin in [("replcias", "vals.yaml"), ("nested.unkown", "vals.yaml"),
+                            ("nested.deeper.leef", "vals.yaml"), ("nested.typo", "--set by the plan"),
+                            ("child.prot", "vals.yaml"), ("declared.other", "vals.yaml")])
+
+
+def test_keys_the_chart_takes_are_not_reported(helm: Helm, tmp_path: Path) -> None:
+    values = {
+        "replicas": 3, "nested": {"deeper": {"leaf": False}},
+        "nodeSelector": {"nvidia.com/gpu.present": "true"},  # free-form: an empty map by default
+        "mesh": {"accessLogFile": "/dev/stdout"},  # handed whole to toYaml
+        "legacy": {"replicas": 2},  # an alias of the root (mustMergeOverwrite $.Values (index $.Values "legacy"))
+        "declared": {"only": "x"}, "labels": {"team": "a"},  # declared in values.schema.json
+        "child": {"resources": {"requests": {"cpu": "1"}}, "port": 1},  # the subchart's own keys
+        "global": {"anything": True},  # shared with every subchart
+    }
+    report = check(helm, phase(CONTRACT / "values-chart", tmp_path, name="vals", values=values))
+    assert report.problems == []
+    assert report.renders["vals"].find("ConfigMap", "vals-values") is not None
+
+
+# -- Ingress classes -------------------------------------------------------------------------------
+def test_an_ingress_whose_class_nothing_creates_fails(helm: Helm, tmp_path: Path) -> None:
+    app = phase(CONTRACT / "ingress-app", tmp_path, name="routes")
+    assert lines(check(helm, app)) == [
+        "routes: Ingress ns-routes/routes: routes need IngressClass 'istio', which no phase renders: "
+        "Istio serves no route for it"]
+    gateway = phase(CHARTS / "demo-app", tmp_path, name="gateway")
+    assert check(helm, app, gateway, extra={"gateway": [ISTIO_CLASS]}).problems == []
+    foreign = {**ISTIO_CLASS, "spec": {"controller": "k8s.io/ingress-nginx"}}
+    assert lines(check(helm, app, gateway, extra={"gateway": [foreign]})) == [
+        "routes: Ingress ns-routes/routes: IngressClass 'istio' names controller 'k8s.io/ingress-nginx', "
+        "not Istio's 'istio.io/ingress-controller'"]
+
+
+def test_kserve_standard_mode_needs_the_class_of_its_ingress_config(helm: Helm, tmp_path: Path) -> None:
+    # Only the ConfigMap is looked at: its Ingress template renders an Ingress too, so give that
+    # a class that exists and watch the KServe rule alone.
+    values = {"className": "kserve-class", "kserveConfig": {"enabled": True}}
+    kserve = phase(CONTRACT / "ingress-app", tmp_path, name="kserve", values=values)
+    problems = lines(check(helm, kserve))
+    assert ("kserve: ConfigMap inferenceservice-config ingress.ingressClassName (deployment mode Standard): "
+            "routes need IngressClass 'kserve-class', which no phase renders: Istio serves no route for it") in problems
+    knative = phase(CONTRACT / "ingress-app", tmp_path, name="kserve",
+                    values={"className": "istio", "kserveConfig": {"enabled": True, "deploymentMode": "Knative"}})
+    # Knative mode routes through Knative's own gateway: the class rule is the Ingress' alone.
+    assert lines(check(helm, knative)) == [
+        "kserve: Ingress ns-kserve/kserve: routes need IngressClass 'istio', which no phase renders: "
+        "Istio serves no route for it"]
+
+
+def test_kserve_hosts_must_be_the_hosts_inferbox_computes(helm: Helm, tmp_path: Path) -> None:
+    values = {"kserveConfig": {"enabled": True, "domainTemplate": "{{ .Name }}.{{ .Namespace }}.{{ .IngressDomain }}",
+                               "domain": "models.internal"}}
+    kserve = phase(CONTRACT / "ingress-app", tmp_path, name="kserve", values=values)
+    problems = lines(check(helm, kserve, extra={"kserve": [ISTIO_CLASS]}))
+    assert problems == [
+        "kserve: ConfigMap inferenceservice-config ingress.domainTemplate: KServe will use "
+        "'{{ .Name }}.{{ .Namespace }}.{{ .IngressDomain }}', inferbox computes hosts with "
+        "'{{ .Name }}-{{ .Namespace }}.{{ .IngressDomain }}' (inferbox.models.hosts reads helm-values/kserve.yaml)",
+        "kserve: ConfigMap inferenceservice-config ingress.ingressDomain: KServe will use 'models.internal', "
+        "inferbox computes hosts with 'example.com' (inferbox.models.hosts reads helm-values/kserve.yaml)"]
+    agreeing = IngressNaming(domain="models.internal",
+                             domain_template="{{ .Name }}.{{ .Namespace }}.{{ .IngressDomain }}")
+    assert check(helm, kserve, extra={"kserve": [ISTIO_CLASS]}, naming=agreeing).problems == []
+
+
+# -- crds/ folders ---------------------------------------------------------------------------------
+def test_crds_folder_crds_are_found_whole_and_templated_ones_are_not(helm: Helm, tmp_path: Path) -> None:
+    report = check(helm, phase(CONTRACT / "crd-folder-v2", tmp_path, name="gadgets", checks=(
+        HealthCheck(CheckKind.CRD_ESTABLISHED, "gadgets.crdfolder.inferbox.test"),)))
+    assert report.problems == []
+    (crd,) = report.renders["gadgets"].crds_folder()
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert schema["properties"]["spec"]["properties"]["size"] == {"type": "integer"}
+    # The templated CRDs of a chart are upgraded by helm itself: not in crds_folder().
+    templated = check(helm, phase(CHARTS / "demo-crds", tmp_path, name="widgets"))
+    assert [r.kind for r in templated.renders["widgets"].objects] == ["CustomResourceDefinition"]
+    assert templated.renders["widgets"].crds_folder() == []
+
+
+def test_a_later_phase_sees_the_apis_its_dependencies_crds_serve(tmp_path: Path, helm: Helm) -> None:
+    chart = tmp_path / "asks"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: asks\nversion: 0.1.0\n")
+    (chart / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: asks}\n"
+        "data: {gadgets: {{ .Capabilities.APIVersions.Has \"crdfolder.inferbox.test/v1/Gadget\" | quote }}}\n")
+    crds = phase(CONTRACT / "crd-folder-v1", tmp_path, name="crds")
+    report = check(helm, crds, phase(chart, tmp_path, name="asks", depends_on=("crds",)))
+    assert report.renders["asks"].find("ConfigMap", "asks").obj["data"] == {"gadgets": "true"}
+    alone = check(helm, phase(chart, tmp_path, name="asks"))
+    assert alone.renders["asks"].find("ConfigMap", "asks").obj["data"] == {"gadgets": "false"}
+
+
+def test_a_chart_that_fails_to_render_or_is_not_local_is_its_phases_problem(helm: Helm, tmp_path: Path) -> None:
+    chart = tmp_path / "refuses"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: refuses\nversion: 0.1.0\n")
+    (chart / "templates" / "x.yaml").write_text('{{ fail "set allowDefaultNamespace=true" }}\n')
+    (problem,) = check(helm, phase(chart, tmp_path, name="picky")).problems
+    assert (problem.phase, problem.subject) == ("picky", "chart refuses 0.1.0")
+    assert "does not render with the phase's values" in problem.message
+    assert "set allowDefaultNamespace=true" in problem.message
+    remote = Phase(name="remote", release="remote", namespace="ns", chart_key="remote",
+                   chart=ChartSource("oci://example.invalid/charts/remote", "1.0.0"), chart_name="remote",
+                   chart_version="1.0.0", values_file=None)
+    assert lines(check(helm, remote)) == [
+        "remote: chart remote 1.0.0: oci://example.invalid/charts/remote is not a local chart: pull the pinned "
+        "charts first (`invoke bundle`)"]
+
+
+def test_parse_manifests_keeps_sources_and_reads_a_bare_equals_sign() -> None:
+    text = ("---\n# Source: top/charts/crds/crds/a.yaml\n# a header comment\n---\n"
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: as.x.io}\n"
+            "spec:\n  group: x.io\n  versions:\n    - name: v1\n      schema:\n        openAPIV3Schema:\n"
+            "          type: object\n          enum:\n            - =\n"
+            "---\n# Source: top/templates/cm.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n")
+    crd, cm = contract.parse_manifests(text)
+    assert (crd.source, crd.from_crds_folder, cm.source, cm.from_crds_folder) == (
+        "top/charts/crds/crds/a.yaml", True, "top/templates/cm.yaml", False)
+    assert crd.obj["spec"]["versions"][0]["schema"] == {"openAPIV3Schema": {}}  # not read for the checks
+    assert crd.full()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["enum"] == ["="]
