@@ -13,6 +13,29 @@ from inferbox import PROJECT_ROOT
 from inferbox.config import Settings, build_settings
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
+SHARED_CRDS = PROJECT_ROOT.parent / "shared" / "crds"
+# `invoke bundle` writes the CRDs the pinned charts render here.
+BUNDLE_CRDS = PROJECT_ROOT / ".inferbox" / "bundle" / "crds"
+
+
+def upstream_crds() -> Path | None:
+    """Where the upstream CRDs are: $INFERBOX_CRDS, ../shared/crds, or a bundle's crds/."""
+    for candidate in (os.environ.get("INFERBOX_CRDS"), SHARED_CRDS, BUNDLE_CRDS):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def upstream_crds_dir() -> Path:
+    """The upstream CRD folder, or skip saying how to get one (fail in CI)."""
+    if (found := upstream_crds()) is not None:
+        return found
+    why = (f"no upstream CRDs: not in $INFERBOX_CRDS, {SHARED_CRDS} or {BUNDLE_CRDS}; `invoke bundle` writes the "
+           "pinned charts' CRDs to .inferbox/bundle/crds (or set INFERBOX_CRDS to a folder of CRD manifests)")
+    if os.environ.get("INFERBOX_TESTENV_REQUIRED") == "1":
+        pytest.fail(why)
+    pytest.skip(why)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import shutil
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -205,8 +207,10 @@ def bootstrap(settings: Settings, console: Console, *, runner: Runner | None = N
                                    manifest_context=manifest_context(settings), note=dry_note,
                                    chart_crds={name: r.crds_folder() for name, r in report.renders.items()}
                                    if report else {})
-        with ProgressView(console, plan) as view:
-            events.listeners.append(view)
+        # A dry run's output is its transcript alone: no progress lines claiming phases were installed.
+        with nullcontext() if settings.dry_run else ProgressView(console, plan) as view:
+            if view is not None:
+                events.listeners.append(view)
             try:
                 outcomes = execute(plan, installer.install, events, parallel=not settings.dry_run,
                                    on_failure=stop.set)
@@ -309,12 +313,28 @@ def bundle(settings: Settings, console: Console, out: Path) -> contract.Contract
     store.write()
     images = sorted({image for phase_images in report.images().values() for image in phase_images})
     (out / "images.txt").write_text("".join(f"{image}\n" for image in images))
+    crds = write_crds(report, out / "crds")
     console.print(render_table(report))
     report.raise_for_problems()
     console.print(f"bundle {out}: {len(store.manifest['charts'])} charts with sha256 in {out / 'bundle.json'}, "
-                  f"{len(images)} images in {out / 'images.txt'}; install with "
+                  f"{len(images)} images in {out / 'images.txt'}, {crds} CRDs in {out / 'crds'}; install with "
                   f"`invoke bootstrap --bundle {out}`", highlight=False)
     return report
+
+
+def write_crds(report: contract.ContractReport, out: Path) -> int:
+    """Every CRD the charts render, one file each under ``out/<phase>/`` (replacing what was
+    there): the upstream CRDs for tests and schema checks, from the pinned charts themselves."""
+    if out.exists():
+        shutil.rmtree(out)
+    count = 0
+    for name, render in report.renders.items():
+        for item in render.objects:
+            if item.kind == "CustomResourceDefinition":
+                (out / name).mkdir(parents=True, exist_ok=True)
+                (out / name / f"{item.name}.yaml").write_text(yaml.safe_dump(item.full(), sort_keys=False))
+                count += 1
+    return count
 
 
 def render_table(report: contract.ContractReport) -> Table:

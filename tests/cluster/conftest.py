@@ -23,8 +23,6 @@ from inferbox.testenv.build import build_digest, default_cache_dir
 from inferbox.testenv.existing import ExistingCluster
 from inferbox.testenv.waiting import wait_for
 
-SHARED_CRDS = PROJECT_ROOT.parent / "shared" / "crds"
-
 
 def external_kubeconfig(config: pytest.Config) -> Path | None:
     return config.getoption("--kubeconfig")
@@ -92,16 +90,12 @@ def core(api: client.ApiClient) -> client.CoreV1Api:
 
 
 @pytest.fixture(scope="session")
-def crds_installed(control_plane: ControlPlane) -> object:
-    """The upstream CRDs from ../shared/crds, installed once per session."""
+def crds_installed(request: pytest.FixtureRequest, control_plane: ControlPlane) -> object:
+    """The upstream CRDs (../shared/crds, $INFERBOX_CRDS or a bundle's), installed once per session."""
     if isinstance(control_plane, ExistingCluster):
         # A bootstrapped cluster has the CRDs from the platform's charts: use those, change nothing.
         return control_plane.kubectl("get", "crds", "-o", "name").stdout.split()
-    if not SHARED_CRDS.is_dir():
-        if os.environ.get("INFERBOX_TESTENV_REQUIRED") == "1":
-            pytest.fail(f"{SHARED_CRDS} not found, and CI requires the upstream CRDs")
-        pytest.skip(f"{SHARED_CRDS} not found: the upstream CRDs live beside the checkout, in ../shared/crds")
-    return control_plane.install_crds(SHARED_CRDS)
+    return control_plane.install_crds(request.getfixturevalue("upstream_crds_dir"))
 
 
 def create_namespace(core: client.CoreV1Api, prefix: str = "t") -> str:

@@ -3,16 +3,15 @@ aligned with the tenants' network policies, and applied by the monitoring phase 
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from inferbox import PROJECT_ROOT
 from inferbox.bootstrap.install import DryRunWaiter, PhaseInstaller
 from inferbox.bootstrap.phases import build_plan
 from inferbox.config import Settings
@@ -31,8 +30,6 @@ from inferbox.render import Renderer
 from inferbox.runner import RecordingRunner
 from inferbox.tools.helm import Helm
 from inferbox.validate import SchemaValidationError, SchemaValidator
-
-PROMETHEUS_OPERATOR_CRDS = PROJECT_ROOT.parent / "shared" / "crds" / "prometheus-operator-0.93.0"
 
 
 @pytest.fixture
@@ -62,12 +59,8 @@ def dump(objects: list[dict[str, Any]]) -> str:
 
 
 @pytest.fixture
-def validator(settings: Settings) -> SchemaValidator:
-    if not PROMETHEUS_OPERATOR_CRDS.is_dir():
-        if os.environ.get("INFERBOX_TESTENV_REQUIRED") == "1":
-            pytest.fail(f"{PROMETHEUS_OPERATOR_CRDS} not found, and CI requires the upstream CRDs")
-        pytest.skip(f"{PROMETHEUS_OPERATOR_CRDS} not found: the upstream CRDs live beside the checkout")
-    return SchemaValidator(settings.versions.kubernetes.version, [PROMETHEUS_OPERATOR_CRDS])
+def validator(settings: Settings, upstream_crds_dir: Path) -> SchemaValidator:
+    return SchemaValidator(settings.versions.kubernetes.version, [upstream_crds_dir])
 
 
 # -- goldens ------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +24,6 @@ from inferbox.tenants.render import (
 from inferbox.tenants.spec import Tenant, load_tenants
 from inferbox.validate import SchemaValidator
 
-SHARED_CRDS = PROJECT_ROOT.parent / "shared" / "crds"
 # A fixed public key, so the goldens do not change with every key generated.
 JWKS = json.dumps({"keys": [{
     "alg": "ES256", "crv": "P-256", "kid": "Nfa7lpA6pGUjTzVp0axBR3HrXqljEldiaAF8F8UeE7g", "kty": "EC",
@@ -183,10 +183,8 @@ def test_core_objects_match_kubernetes_schemas(name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def crd_validator() -> SchemaValidator:
-    if not SHARED_CRDS.is_dir():
-        pytest.skip(f"{SHARED_CRDS} not found: the upstream CRDs live beside the checkout, in ../shared/crds")
-    return SchemaValidator(KUBERNETES_VERSION, [SHARED_CRDS])
+def crd_validator(upstream_crds_dir: Path) -> SchemaValidator:
+    return SchemaValidator(KUBERNETES_VERSION, [upstream_crds_dir])
 
 
 @pytest.mark.crds
