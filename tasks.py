@@ -109,14 +109,14 @@ def charts_verify(c: Context, bundle: str | None = None, verbose: bool = False) 
 
 @task(help={"out": "the bundle folder (default .inferbox/bundle); charts already there are kept",
             "verbose": CLUSTER_HELP["verbose"]})
-def bundle(c: Context, out: str = ".inferbox/bundle", verbose: bool = False) -> None:
+def bundle(c: Context, out: str | None = None, verbose: bool = False) -> None:
     """Make an air-gapped bundle: every pinned chart, its sha256, and the images each phase runs."""
     from inferbox.bootstrap import app
 
     with cli.exit_on_error():
         settings = cli.settings()
         cli.setup_logging(settings.state_dir, verbose=verbose)
-        app.bundle(settings, cli.console, Path(out).resolve())
+        app.bundle(settings, cli.console, Path(out).resolve() if out else settings.state_dir / "bundle")
 
 
 @task(help={k: CLUSTER_HELP[k] for k in ("provider", "cluster_name", "context", "gpu", "knative", "monitoring")})

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from inferbox.config import load_versions
+
 
 def actionlint() -> str | None:
     gobin = Path(os.environ.get("GOBIN") or Path.home() / "go" / "bin") / "actionlint"
@@ -20,7 +22,9 @@ def test_workflows_pass_actionlint(root: Path) -> None:
     if binary is None:
         if os.environ.get("INFERBOX_TESTENV_REQUIRED") == "1":
             pytest.fail("actionlint missing in CI (.ci/run installs it)")
-        pytest.skip("actionlint not installed (go install <[lint] pins in versions.toml>)")
+        lint = load_versions(root / "versions.toml").lint
+        pytest.skip(f"actionlint not installed: GOFLAGS=-buildvcs=false go install "
+                    f"{lint.actionlint_module}@{lint.actionlint_version}")
     workflows = sorted((root / ".github" / "workflows").glob("*.yml"))
     assert workflows
     result = subprocess.run([binary, *map(str, workflows)], capture_output=True, text=True, check=False)
