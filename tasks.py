@@ -16,7 +16,7 @@ CLUSTER_HELP = {
     "cluster_name": "cluster (kind) or profile (minikube) name; default inferbox",
     "context": "kubeconfig context to use (required with --provider existing)",
     "gpu": "auto (default: GPU phases when the doctor finds a usable NVIDIA GPU stack), on, or off",
-    "knative": "also install Knative Serving (KServe Serverless mode, scale to zero)",
+    "knative": "also install Knative Serving (KServe's Knative mode: scale to zero, canaries)",
     "monitoring": "install Prometheus/Grafana (default on; --no-monitoring to skip)",
     "verbose": "log every command on stderr",
 }
@@ -43,7 +43,7 @@ def doctor(c: Context, provider: str | None = None, gpu: str | None = None, verb
         settings = cli.settings(provider=provider, gpu=gpu)
         cli.setup_logging(settings.state_dir, verbose=verbose)
         checks, _ = app.run_doctor(settings, app.make_runner(settings))
-        cli.console.print(preflight.checks_table(checks))
+        cli.console.print(preflight.checks_table(checks), soft_wrap=True)
         if preflight.blocking_failures(checks):
             raise cli.Exit("doctor: blocking problems found (see the fix column)", code=1)
 
@@ -83,7 +83,7 @@ def bootstrap(c: Context, provider: str | None = None, cluster_name: str | None 
         settings = cli.settings(provider=provider, cluster_name=cluster_name, context=context, gpu=gpu,
                              knative=knative, monitoring=monitoring, dry_run=dry_run,
                              event_log=Path(events) if events else None,
-                             bundle=Path(bundle).resolve() if bundle else None)
+                             bundle=Path(bundle).resolve() if bundle is not None else None)
         if settings.event_log is None and not dry_run:
             settings = cli.with_event_log(settings)
         cli.setup_logging(settings.state_dir, verbose=verbose)
@@ -98,11 +98,13 @@ def charts_verify(c: Context, bundle: str | None = None, verbose: bool = False) 
     """Render every pinned chart with the plan's values and check the plan against it; exit 1 on a problem.
 
     Checks that each health-check target is rendered, every catalog runtime exists, no values key
-    is unknown to its chart, and every IngressClass a route needs is created. Run it after moving a pin."""
+    is unknown to its chart, every rendered Kubernetes object matches the pinned schema, every
+    IngressClass a route needs is created, and KServe's domainTemplate/ingressDomain are the ones
+    inferbox computes hosts with. Run it after moving a pin."""
     from inferbox.bootstrap import app
 
     with cli.exit_on_error():
-        settings = cli.settings(bundle=Path(bundle).resolve() if bundle else None)
+        settings = cli.settings(bundle=Path(bundle).resolve() if bundle is not None else None)
         cli.setup_logging(settings.state_dir, verbose=verbose)
         app.charts_verify(settings, cli.console)
 

@@ -52,7 +52,7 @@ def main() -> int:
     args = parser.parse_args()
     settings = app.full_plan_settings(build_settings(PROJECT_ROOT, bundle=args.charts.resolve()))
     plan = build_plan(settings, gpu=True)
-    store = app.open_store(settings, plan, pull=False)
+    store, _ = app.open_store(settings, plan, pull=False)
     settings = replace(settings, chart_store=store.root)
     plan = build_plan(settings, gpu=True)
     helm = resolve_binary("helm", settings.bin_dir)

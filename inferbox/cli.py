@@ -51,7 +51,7 @@ def exit_on_error() -> Iterator[None]:
     except InferboxError as exc:
         table = getattr(exc, "table", None)
         if table is not None:
-            err_console.print(table)
+            err_console.print(table, soft_wrap=True)  # a FitTable never cuts a cell
         err_console.print("[bold red]error:[/]", str(exc), highlight=False, soft_wrap=True)
         raise Exit(code=1) from None
 

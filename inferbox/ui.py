@@ -5,30 +5,99 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.live import Live
+from rich.measure import Measurement
+from rich.segment import Segment
 from rich.table import Table
+from rich.text import Text
 
 from inferbox.bootstrap.plan import Plan
 from inferbox.events import Event
 
+Cell = str | Text
 
-def plan_table(plan: Plan) -> Table:
-    table = Table(title=f"install plan ({plan.cluster.provider} cluster {plan.cluster.name!r}, "
-                        f"context {plan.cluster.context}, gpu {'on' if plan.cluster.gpu else 'off'})")
-    for column in ("wave", "phase", "chart", "version", "namespace", "after", "timeout", "waits for"):
-        table.add_column(column, overflow="fold")
+
+class FitTable:
+    """A table that never cuts or splits a cell: a table where the width allows it, else a list
+    with one block per row (``column: value`` lines, each printed whole however long), so a
+    command or a fix can always be copied, at 80 columns or in a CI log.
+
+    Cells may hold several lines (one item per line); styles of :class:`~rich.text.Text` cells
+    are kept in both layouts.
+    """
+
+    def __init__(self, title: str, columns: Sequence[str], *, caption: str | None = None) -> None:
+        self.title = title
+        self.columns = list(columns)
+        self.caption = caption
+        self.rows: list[list[Cell]] = []
+
+    def add_row(self, *cells: Cell) -> None:
+        if len(cells) != len(self.columns):
+            raise ValueError(f"{self.title}: {len(cells)} cells for {len(self.columns)} columns")
+        self.rows.append(list(cells))
+
+    def table(self) -> Table:
+        table = Table(title=self.title, caption=self.caption)
+        for column in self.columns:
+            table.add_column(column, no_wrap=True)
+        for row in self.rows:
+            table.add_row(*row)
+        return table
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options.update(width=1 << 16), self.table())
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        table = self.table()
+        natural = Measurement.get(console, options.update(width=1 << 16), table).maximum
+        if natural <= options.max_width:
+            yield table
+            return
+        yield from self._list()
+
+    def _list(self) -> Iterator[Segment]:
+        """Raw segments: the console does not wrap them, so no line is ever split or cut."""
+        def line(*parts: Cell) -> Iterator[Segment]:
+            for part in parts:
+                text = part if isinstance(part, Text) else Text(part)
+                yield from text.render(Console(width=1 << 16, color_system=None, force_terminal=False))
+            yield Segment.line()
+
+        yield from line(Text(self.title, style="bold"))
+        for row in self.rows:
+            head, *rest = row
+            yield from line("- ", head)
+            for column, cell in zip(self.columns[1:], rest, strict=True):
+                values = (cell.plain if isinstance(cell, Text) else cell).splitlines() or [""]
+                if isinstance(cell, Text) and len(values) == 1:
+                    yield from line(f"    {column}: ", cell)
+                    continue
+                yield from line(f"    {column}: {values[0]}")
+                for more in values[1:]:
+                    yield from line(f"    {' ' * len(column)}  {more}")
+        if self.caption:
+            for caption_line in self.caption.splitlines():
+                yield from line(caption_line)
+
+
+def plan_table(plan: Plan) -> FitTable:
+    total, path = plan.critical_path()
+    table = FitTable(f"install plan ({plan.cluster.provider} cluster {plan.cluster.name!r}, "
+                     f"context {plan.cluster.context}, gpu {'on' if plan.cluster.gpu else 'off'})",
+                     ("phase", "wave", "chart", "version", "namespace", "after", "timeout", "waits for"),
+                     caption=f"node image {plan.cluster.node_image}\nphases in one wave run in parallel; "
+                             f"critical path {' -> '.join(path)} ~{total:.0f}s "
+                             f"(sum of phases ~{sum(p.expected_s for p in plan.phases)}s)")
     for index, wave in enumerate(plan.waves(), start=1):
         for phase in wave:
-            table.add_row(str(index), phase.name, phase.chart.chart, phase.chart_version, phase.namespace,
+            table.add_row(phase.name, str(index), phase.chart.chart, phase.chart_version, phase.namespace,
                           ", ".join(phase.depends_on) or "-", f"{phase.timeout_s}s",
                           "\n".join(c.short() for c in phase.checks) or "-")
-    total, path = plan.critical_path()
-    table.caption = (f"node image {plan.cluster.node_image}\nphases in one wave run in parallel; "
-                     f"critical path {' -> '.join(path)} ~{total:.0f}s "
-                     f"(sum of phases ~{sum(p.expected_s for p in plan.phases)}s)")
     return table
 
 

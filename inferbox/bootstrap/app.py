@@ -30,15 +30,15 @@ from inferbox.observability.manifests import manifest_context as observability_c
 from inferbox.render import Renderer
 from inferbox.runner import RecordingRunner, Runner, ShellRunner
 from inferbox.tools import Toolbox, resolve_binary
-from inferbox.tools.helm import Helm
-from inferbox.ui import ProgressView, plan_json, plan_table
+from inferbox.tools.helm import ChartSource, Helm
+from inferbox.ui import FitTable, ProgressView, plan_json, plan_table
 from inferbox.wait import Waiter, is_ready_now
 
 
 class BootstrapBlocked(InferboxError):
     """Preflight found a blocking problem; ``table`` shows every check with its fix."""
 
-    def __init__(self, message: str, table: Table) -> None:
+    def __init__(self, message: str, table: FitTable) -> None:
         self.table = table
         super().__init__(message)
 
@@ -59,7 +59,7 @@ def show_plan(settings: Settings, console: Console, *, as_json: bool = False) ->
     if as_json:
         console.print_json(plan_json(plan, settings.root))
     else:
-        console.print(plan_table(plan))
+        console.print(plan_table(plan), soft_wrap=True)
     return plan
 
 
@@ -69,6 +69,11 @@ def run_doctor(settings: Settings, runner: Runner) -> tuple[list[doctor.Check], 
     facts = doctor.probe_host(settings, runner, toolbox)
     gpu = doctor.resolve_gpu(settings.gpu, facts, settings.provider)
     return doctor.run_checks(facts, settings, doctor.profile_for(gpu)), gpu
+
+
+def recheck_command(settings: Settings) -> str:
+    """The command that runs the render check again on the same charts."""
+    return "invoke charts-verify" + (f" --bundle {settings.bundle}" if settings.bundle else "")
 
 
 def full_plan_settings(settings: Settings) -> Settings:
@@ -96,23 +101,24 @@ def _render_helm(settings: Settings) -> Helm:
     return Helm(ShellRunner(), resolve_binary("helm", settings.bin_dir))
 
 
-def open_store(settings: Settings, plan: Plan, *, pull: bool) -> ChartStore | None:
-    """The chart store the plan installs from, verified against the pins.
+def open_store(settings: Settings, plan: Plan, *, pull: bool) -> tuple[ChartStore, list[str]]:
+    """The chart store the plan installs from, verified against the pins, and the chart keys
+    still missing from it.
 
     With ``--bundle`` the bundle (every chart must be there); else the cache in
-    ``.inferbox/charts``, pulling what is missing when ``pull`` (None when it lacks charts and
-    may not pull: a dry run on a machine that never pulled them).
+    ``.inferbox/charts``, pulling what is missing when ``pull``. Without ``pull`` (a dry run)
+    the missing keys are returned unpulled and the store is not verified.
     """
     keys = sorted({p.chart_key for p in plan.phases})
     store = ChartStore.open(settings.charts_dir, bundle=settings.bundle is not None)
     charts = settings.versions.charts
-    if not store.bundle and store.missing(charts, keys):
+    if not store.bundle and (missing := store.missing(charts, keys)):
         if not pull:
-            return None
+            return store, missing
         store.pull(_render_helm(settings), charts, keys)
         store.record(charts, keys)
     store.verify(charts, keys)
-    return store
+    return store, []
 
 
 def render_check(settings: Settings, plan: Plan, cache: contract.RenderCache | None = None) -> contract.ContractReport:
@@ -142,24 +148,33 @@ def full_check(settings: Settings) -> contract.ContractReport:
     return full
 
 
-def checked_plan(settings: Settings, *, gpu: bool, pull: bool,
-                 note: Any = None) -> tuple[Settings, Plan, contract.ContractReport | None]:
+def checked_plan(settings: Settings, *, gpu: bool, pull: bool, note: Any = None,
+                 recorder: Helm | None = None) -> tuple[Settings, Plan, contract.ContractReport | None]:
     """The plan installing from verified local charts, after a passing render check.
 
     Raises ContractError (naming phase and object or key) before anything is installed. In a
-    dry run whose charts were never pulled, the check is skipped and ``note`` says so.
+    dry run (``pull`` false) with charts not cached, their ``helm pull`` goes to ``recorder``
+    (the transcript), the plan installs from where they would land, and ``note`` says that the
+    render check would run on them then.
     """
     plan = build_plan(settings, gpu=gpu)
-    store = open_store(settings, plan, pull=pull)
-    if store is None:
+    store, missing = open_store(settings, plan, pull=pull)
+    if missing:
+        charts = settings.versions.charts
+        for key in missing:
+            pin = charts.by_key(key)
+            if recorder is not None:
+                recorder.pull(ChartSource(chart=pin.chart, version=pin.version, repo=pin.repo), store.root)
         if note is not None:
-            note("render check skipped: the pinned charts are not cached here (`invoke charts-verify` pulls "
-                 "and checks them; `invoke bundle --out DIR` makes an air-gapped bundle)")
-        return settings, plan, None
+            note(f"render check skipped: {', '.join(missing)} not cached here; a real run pulls them (above), runs "
+                 "the render check on every chart and applies each chart's crds/ CRDs server-side before its "
+                 "helm upgrade (`invoke charts-verify` pulls and checks them now)")
+        settings = replace(settings, chart_store=store.root)
+        return settings, build_plan(settings, gpu=gpu), None
     settings = replace(settings, chart_store=store.root)
     plan = build_plan(settings, gpu=gpu)
     report = render_check(settings, plan)
-    report.raise_for_problems()
+    report.raise_for_problems(recheck_command(settings))
     if note is not None:
         note(f"render check passed: {len(report.renders)} phases rendered from {store.root}")
     return settings, plan, report
@@ -181,9 +196,10 @@ def bootstrap(settings: Settings, console: Console, *, runner: Runner | None = N
         checks, gpu = run_doctor(settings, runner)
         if doctor.blocking_failures(checks):
             raise BootstrapBlocked(doctor.no_cluster_message(checks), doctor.checks_table(checks))
-        console.print(doctor.checks_table(checks))
+        console.print(doctor.checks_table(checks), soft_wrap=True)
     note = runner.note if isinstance(runner, RecordingRunner) else console.print
-    settings, plan, report = checked_plan(settings, gpu=gpu, pull=not settings.dry_run, note=note)
+    settings, plan, report = checked_plan(settings, gpu=gpu, pull=not settings.dry_run, note=note,
+                                          recorder=Toolbox.from_settings(settings, runner).helm)
     tools = Toolbox.from_settings(settings, runner)
     renderer = Renderer(settings.root / "manifests")
     provider = make_provider(settings, tools, renderer, gpu=gpu)
@@ -286,14 +302,13 @@ def charts_verify(settings: Settings, console: Console) -> contract.ContractRepo
     (GPU, Knative and monitoring phases on). Raises ContractError listing every problem."""
     settings = full_plan_settings(settings)
     plan = build_plan(settings, gpu=True)
-    store = open_store(settings, plan, pull=True)
-    assert store is not None
+    store, _ = open_store(settings, plan, pull=True)
     settings = replace(settings, chart_store=store.root)
     report = full_check(settings)
-    console.print(render_table(report))
-    report.raise_for_problems()
+    console.print(render_table(report), soft_wrap=True)
+    report.raise_for_problems(recheck_command(settings))
     console.print(f"render check passed: {len(report.renders)} phases from {store.root} in {report.seconds:.2f}s",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     return report
 
 
@@ -314,11 +329,15 @@ def bundle(settings: Settings, console: Console, out: Path) -> contract.Contract
     images = sorted({image for phase_images in report.images().values() for image in phase_images})
     (out / "images.txt").write_text("".join(f"{image}\n" for image in images))
     crds = write_crds(report, out / "crds")
-    console.print(render_table(report))
-    report.raise_for_problems()
+    console.print(render_table(report), soft_wrap=True)
+    report.raise_for_problems(f"invoke charts-verify --bundle {out}")
     console.print(f"bundle {out}: {len(store.manifest['charts'])} charts with sha256 in {out / 'bundle.json'}, "
-                  f"{len(images)} images in {out / 'images.txt'}, {crds} CRDs in {out / 'crds'}; install with "
-                  f"`invoke bootstrap --bundle {out}`", highlight=False)
+                  f"{len(images)} images in {out / 'images.txt'}, {crds} CRDs in {out / 'crds'}", highlight=False,
+                  soft_wrap=True)
+    if mutable := [image for image in images if contract.mutable_image(image)]:
+        console.print(f"[yellow]warning:[/] {len(mutable)} image references name no fixed version (mirror them "
+                      f"by digest): {', '.join(mutable)}", highlight=False, soft_wrap=True)
+    console.print(f"install with: invoke bootstrap --bundle {out}", highlight=False, soft_wrap=True)
     return report
 
 
@@ -337,11 +356,9 @@ def write_crds(report: contract.ContractReport, out: Path) -> int:
     return count
 
 
-def render_table(report: contract.ContractReport) -> Table:
+def render_table(report: contract.ContractReport) -> FitTable:
     """One row per phase: its chart, what it renders, and how many problems it has."""
-    table = Table(title="render check")
-    for column in ("phase", "chart", "objects", "images", "crds/", "problems"):
-        table.add_column(column, overflow="fold")
+    table = FitTable("render check", ("phase", "chart", "objects", "images", "crds/", "problems"))
     for name, render in report.renders.items():
         problems = sum(p.phase == name for p in report.problems)
         table.add_row(name, f"{render.phase.chart_name} {render.phase.chart_version}", str(len(render.objects)),

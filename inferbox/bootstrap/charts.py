@@ -24,6 +24,7 @@ import json
 import re
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -71,6 +72,9 @@ class ChartStore:
 
     @classmethod
     def open(cls, root: Path, *, bundle: bool = False) -> ChartStore:
+        if root.exists() and not root.is_dir():
+            raise ChartStoreError(f"{root} is a file: a chart store or bundle is a folder (the one holding "
+                                  f"{MANIFEST})")
         path = root / MANIFEST
         manifest: dict[str, Any] = {"schema": 1, "charts": {}, "images": {}}
         if path.is_file():
@@ -80,6 +84,12 @@ class ChartStore:
                 raise ConfigError(str(path), [("<file>", str(exc))]) from exc
             if not isinstance(loaded, dict) or not isinstance(loaded.get("charts"), dict):
                 raise ConfigError(str(path), [("charts", "must be a mapping of versions.toml chart keys")])
+            bad = [(f"charts.{key}", "must be a mapping with chart, version, file and sha256 (strings)")
+                   for key, entry in loaded["charts"].items()
+                   if not isinstance(entry, dict)
+                   or not all(isinstance(entry.get(k), str) for k in ("chart", "version", "file", "sha256"))]
+            if bad:
+                raise ConfigError(str(path), bad)
             manifest.update(loaded)
         elif bundle:
             raise ChartStoreError(f"{root} is not a chart bundle ({MANIFEST} missing): "
@@ -112,15 +122,35 @@ class ChartStore:
             pulled.append(key)
         return pulled
 
-    def record(self, charts: Charts, keys: Iterable[str] | None = None) -> None:
-        """Record each present chart's coordinates and sha256 in the manifest (and write it)."""
+    def record(self, charts: Charts, keys: Iterable[str] | None = None) -> list[str]:
+        """Record the coordinates and sha256 of each present chart not recorded yet (and write the
+        manifest); returns the keys recorded now. A chart already recorded is never re-recorded:
+        one whose bytes changed since is refused (ChartStoreError), as is an unreadable archive,
+        and then nothing is written."""
+        new: dict[str, dict[str, Any]] = {}
         for key in keys or charts.keys():
             pin = charts.by_key(key)
             path = self.path_for(pin)
-            if path.is_file():
-                self.manifest["charts"][key] = {"chart": pin.chart, "repo": pin.repo, "version": pin.version,
-                                                "file": path.name, "sha256": sha256_file(path)}
-        self.write()
+            entry = self.manifest["charts"].get(key)
+            if not path.is_file():
+                continue
+            digest = sha256_file(path)
+            recorded = entry is not None and entry.get("file") == path.name and entry.get("version") == pin.version
+            if recorded and entry is not None and entry.get("sha256") != digest:
+                raise ChartStoreError(f"{key}: {path} has sha256 {digest}, not the recorded {entry.get('sha256')}: "
+                                      f"it changed since it was pulled; delete it to pull the pinned chart again")
+            if not recorded:
+                info = load_chart(path)  # read whole: a truncated download is refused here
+                meta = (info.name, info.version)
+                if meta != (chart_name(pin), pin.version):
+                    raise ChartStoreError(f"{key}: {path.name} holds chart {meta[0]} {meta[1]}, not the pinned "
+                                          f"{chart_name(pin)} {pin.version}")
+                new[key] = {"chart": pin.chart, "repo": pin.repo, "version": pin.version, "file": path.name,
+                            "sha256": digest}
+        if new:
+            self.manifest["charts"].update(new)
+            self.write()
+        return sorted(new)
 
     def write(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -142,9 +172,8 @@ class ChartStore:
             elif entry.get("version") != pin.version or entry.get("chart") != pin.chart:
                 problems.append(f"{key}: bundled {entry.get('chart')} {entry.get('version')}, "
                                 f"versions.toml pins {pin.chart} {pin.version}")
-            elif sha256_file(path) != entry.get("sha256"):
-                problems.append(f"{key}: {path.name} sha256 {sha256_file(path)[:12]}… differs from the recorded "
-                                f"{str(entry.get('sha256'))[:12]}…")
+            elif (digest := sha256_file(path)) != entry.get("sha256"):
+                problems.append(f"{key}: {path.name} has sha256 {digest}, the recorded one is {entry.get('sha256')}")
             elif (meta := chart_meta(path)) != (chart_name(pin), pin.version):
                 problems.append(f"{key}: {path.name} holds chart {meta[0]} {meta[1]}, not the pinned "
                                 f"{chart_name(pin)} {pin.version}")
@@ -169,8 +198,8 @@ def chart_meta(path: Path) -> tuple[str, str]:
                     handle = tar.extractfile(member)
                     meta = yaml.safe_load(handle.read()) if handle else {}
                     return str(meta.get("name")), str(meta.get("version"))
-    except (OSError, tarfile.TarError, yaml.YAMLError) as exc:
-        raise ChartStoreError(f"{path}: not a readable chart archive: {exc}") from exc
+    except (OSError, EOFError, zlib.error, tarfile.TarError, yaml.YAMLError) as exc:
+        raise ChartStoreError(f"{path}: not a readable chart archive ({exc}): delete it to pull it again") from exc
     raise ChartStoreError(f"{path}: no Chart.yaml in the archive")
 
 
@@ -179,6 +208,9 @@ def chart_meta(path: Path) -> tuple[str, str]:
 _PASSTHROUGH_FUNCS = r"(?:toYaml|toJson|toPrettyJson|toRawJson|mergeOverwrite|mustMergeOverwrite|merge|mustMerge|tpl)"
 _ACTION = re.compile(r"{{-?(.*?)-?}}", re.S)
 _VALUES_PATH = re.compile(r"\$?\.Values((?:\.[A-Za-z_][\w-]*)+)")
+# `(.Values).a.b` and `(.Values.a).b`: nil-safe reads, as istiod's templates make them.
+_PAREN_VALUES = re.compile(r"\(\$?\.Values((?:\.[A-Za-z_][\w-]*)*)\)((?:\.[A-Za-z_][\w-]*)+)")
+_INDEX_VALUES = re.compile(r'index\s+\$?\.Values((?:\s+"[\w-]+")+)')
 _WITH = re.compile(r"{{-?\s*(?:with|range)\s+(?:\$\w+\s*:=\s*)?\$?\.Values((?:\.[A-Za-z_][\w-]*)+)\s*-?}}")
 # `mustMergeOverwrite $.Values (index $.Values "pilot")`: the named key is an alias of the root
 # (istiod templates/zzy_descope_legacy.yaml@1.30.3 copies `.pilot` to `.`).
@@ -198,6 +230,7 @@ class ChartInfo:
     subcharts: dict[str, ChartInfo]
     passthrough: set[str]  # dotted values paths handed whole to a template function
     root_aliases: set[str]
+    referenced: set[str]  # dotted values paths the templates read
     uses_api_versions: bool  # a template asks .Capabilities.APIVersions (its render depends on CRDs)
 
 
@@ -222,9 +255,9 @@ def _load_chart(path: Path) -> ChartInfo:
                      for p in path.rglob("*") if p.is_file()}
         else:
             files = _tar_files(path.read_bytes())
-    except (OSError, tarfile.TarError) as exc:
-        raise ChartStoreError(f"{path}: not a readable chart: {exc}") from exc
-    return _chart_from_files(files, str(path))
+        return _chart_from_files(files, str(path))
+    except (OSError, EOFError, zlib.error, tarfile.TarError, yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ChartStoreError(f"{path}: not a readable chart ({exc}): delete it to pull it again") from exc
 
 
 def _yaml(data: bytes) -> Any:
@@ -274,12 +307,23 @@ def _chart_from_files(files: Mapping[str, bytes], where: str) -> ChartInfo:
             subcharts[aliases.get(sub.name, sub.name)] = sub
     return ChartInfo(name=str(meta.get("name")), version=str(meta.get("version")), defaults=defaults,
                      schema=schema, subcharts=subcharts, passthrough=_passthrough_paths(templates),
-                     root_aliases=set(_ROOT_ALIAS.findall(templates)),
+                     root_aliases=set(_ROOT_ALIAS.findall(templates)), referenced=_referenced_paths(templates),
                      uses_api_versions=".Capabilities.APIVersions" in templates
                      or any(sub.uses_api_versions for sub in subcharts.values()))
 
 
+def _referenced_paths(templates: str) -> set[str]:
+    """Every values path a template reads: ``.Values.a.b``, ``(.Values).a``, ``index .Values "a" "b"``."""
+    paths = {p.lstrip(".") for p in _VALUES_PATH.findall(templates)}
+    paths |= {(inner + outer).lstrip(".") for inner, outer in _PAREN_VALUES.findall(templates)}
+    paths |= {".".join(re.findall(r'"([\w-]+)"', keys)) for keys in _INDEX_VALUES.findall(templates)}
+    return paths
+
+
 def _passthrough_paths(templates: str) -> set[str]:
+    """Values subtrees a template hands on whole. ``global`` never counts: it is how values are
+    shared between charts (Istio's profile machinery merges it into itself), not a subtree a
+    template consumes."""
     paths: set[str] = set()
     for action in _ACTION.findall(templates):
         if re.search(rf"\b{_PASSTHROUGH_FUNCS}\b", action):
@@ -288,58 +332,132 @@ def _passthrough_paths(templates: str) -> set[str]:
         # `{{ with .Values.x }} ... toYaml . ...`: the block hands the whole subtree on.
         if re.search(r"\b(?:toYaml|toJson)\s+\.\s", templates[match.end():match.end() + 400]):
             paths.add(match.group(1).lstrip("."))
+    paths.discard("global")
     return paths
 
 
 def unknown_values(values: Mapping[str, Any], chart: ChartInfo) -> list[str]:
-    """Dotted keys of ``values`` that ``chart`` (and its subcharts) neither define in their
-    defaults nor declare in their schema, and that no template takes whole: Helm ignores them.
+    """Dotted keys of ``values`` that mean nothing to ``chart``: Helm would ignore them silently.
 
-    A key under a default that is an empty map or null is free-form (``nodeSelector: {}``).
+    A key means something when the chart or a subchart defines it in its defaults (a parent's
+    defaults under a subchart's name count for that subchart), declares it in its
+    ``values.schema.json`` (local ``$ref``s and ``allOf``/``anyOf``/``oneOf`` followed), or a
+    template reads it (``.Values.a.b``, ``(.Values).a``, ``index .Values "a"``); ``global`` is
+    the union of every chart's. Free-form: anything under a default that is an empty map
+    (``nodeSelector: {}``) or under a subtree a template takes whole (``toYaml .Values.x``).
+    List items are checked against the keys of the default list's items.
     """
     found: list[str] = []
-    _walk(values, chart, chart.defaults, chart.schema, rel="", shown="", found=found)
+    refs = set(chart.referenced) | {r for sub in _all_subcharts(chart) for r in sub.referenced
+                                    if r.startswith("global.")}
+    defaults = {**chart.defaults, "global": _deep_merge(*(c.defaults.get("global") or {}
+                                                         for c in (chart, *_all_subcharts(chart))))}
+    _Walk(chart, refs, found).mapping(values, defaults, chart.schema, rel="", shown="", root=True)
     return found
 
 
-def _schema_child(schema: Mapping[str, Any] | None, key: str) -> tuple[bool, dict[str, Any] | None]:
-    """(declared, child schema) for ``key`` in an object schema."""
-    if not isinstance(schema, Mapping):
+def _all_subcharts(chart: ChartInfo) -> list[ChartInfo]:
+    return [c for sub in chart.subcharts.values() for c in (sub, *_all_subcharts(sub))]
+
+
+def _deep_merge(*layers: Any) -> dict[str, Any]:
+    """Later layers win; mappings merge key by key (as Helm merges values)."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in (layer or {}).items() if isinstance(layer, Mapping) else ():
+            out[key] = _deep_merge(out[key], value) if isinstance(out.get(key), Mapping) and isinstance(
+                value, Mapping) else value
+    return out
+
+
+@dataclass
+class _Walk:
+    chart: ChartInfo
+    refs: set[str]  # dotted paths, relative to the chart's root, that its templates read
+    found: list[str]
+
+    def schema(self, node: Any) -> dict[str, Any] | None:
+        """An object schema with local $refs followed and allOf/anyOf/oneOf merged."""
+        if not isinstance(node, Mapping):
+            return None
+        node = dict(node)
+        root = self.chart.schema or {}
+        for _ in range(32):  # a $ref chain, bounded
+            ref = node.pop("$ref", None)
+            if not isinstance(ref, str) or not ref.startswith("#/"):
+                break
+            target: Any = root
+            for part in ref[2:].split("/"):
+                target = target.get(part.replace("~1", "/").replace("~0", "~")) if isinstance(target, Mapping) \
+                    else None
+            node = {**(target if isinstance(target, Mapping) else {}), **node}
+        props: dict[str, Any] = dict(node.get("properties") or {})
+        extra = node.get("additionalProperties")
+        patterns = bool(node.get("patternProperties"))
+        for combinator in ("allOf", "anyOf", "oneOf"):
+            for part in node.get(combinator) or []:
+                resolved = self.schema(part) or {}
+                props.update(resolved.get("properties") or {})
+                extra = extra if extra is not None else resolved.get("additionalProperties")
+                patterns = patterns or bool(resolved.get("patternProperties"))
+        return {"properties": props, "additionalProperties": extra, "patternProperties": patterns}
+
+    def declared(self, schema: dict[str, Any] | None, key: str) -> tuple[bool, dict[str, Any] | None]:
+        if schema is None:
+            return False, None
+        if key in schema["properties"]:
+            return True, self.schema(schema["properties"][key])
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, Mapping) or extra is True or schema.get("patternProperties"):
+            return True, self.schema(extra) if isinstance(extra, Mapping) else None
         return False, None
-    props = schema.get("properties")
-    if isinstance(props, Mapping) and key in props:
-        child = props[key]
-        return True, child if isinstance(child, dict) else None
-    extra = schema.get("additionalProperties")
-    if isinstance(extra, Mapping) or schema.get("patternProperties"):
-        return True, extra if isinstance(extra, dict) else None
-    return False, None
 
+    def read_below(self, path: str) -> bool:
+        return any(r.startswith(f"{path}.") for r in self.refs)
 
-def _walk(values: Mapping[str, Any], chart: ChartInfo, defaults: Any, schema: dict[str, Any] | None, *,
-          rel: str, shown: str, found: list[str]) -> None:
-    for raw_key, value in values.items():
-        key = str(raw_key)
-        path = f"{rel}.{key}" if rel else key
-        label = f"{shown}.{key}" if shown else key
-        if not rel and key in chart.subcharts and isinstance(value, Mapping):
-            sub = chart.subcharts[key]
-            _walk(value, sub, sub.defaults, sub.schema, rel="", shown=label, found=found)
-            continue
-        if not rel and key in chart.root_aliases and isinstance(value, Mapping):
-            _walk(value, chart, chart.defaults, chart.schema, rel="", shown=label, found=found)
-            continue
-        if (not rel and key == "global") or path in chart.passthrough:
-            continue  # globals are shared with every subchart; passthrough subtrees are the chart's
-        in_defaults = isinstance(defaults, Mapping) and key in defaults
-        declared, child_schema = _schema_child(schema, key)
-        if not in_defaults and not declared:
-            if isinstance(defaults, Mapping) and not defaults and schema is None and rel:
-                continue  # free-form map: an empty default such as nodeSelector: {}
-            found.append(label)
-            continue
-        child_default = defaults.get(key) if isinstance(defaults, Mapping) else None
-        if isinstance(value, Mapping) and ((isinstance(child_default, Mapping) and child_default)
-                                           or (isinstance(child_schema, Mapping) and child_schema.get("properties"))):
-            _walk(value, chart, child_default if isinstance(child_default, Mapping) else {}, child_schema,
-                  rel=path, shown=label, found=found)
+    def mapping(self, values: Mapping[str, Any], defaults: Any, schema: Any, *, rel: str, shown: str,
+                root: bool = False) -> None:
+        resolved = self.schema(schema)
+        for raw_key, value in values.items():
+            key = str(raw_key)
+            path, label = f"{rel}.{key}" if rel else key, f"{shown}.{key}" if shown else key
+            if root and key in self.chart.subcharts and isinstance(value, Mapping):
+                sub = self.chart.subcharts[key]
+                parent_refs = {r[len(key) + 1:] for r in self.refs if r.startswith(f"{key}.")}
+                parent_declared = self.declared(resolved, key)[1]
+                walk = _Walk(sub, sub.referenced | parent_refs | {r for r in self.refs if r.startswith("global.")},
+                             self.found)
+                merged = _deep_merge(sub.defaults, (defaults or {}).get(key))
+                walk.mapping(value, merged, sub.schema or parent_declared, rel="", shown=label, root=True)
+                continue
+            if root and key in self.chart.root_aliases and isinstance(value, Mapping):
+                self.mapping(value, defaults, schema, rel="", shown=label, root=True)
+                continue
+            if path in self.chart.passthrough:
+                continue
+            in_defaults = isinstance(defaults, Mapping) and key in defaults
+            declared, child_schema = self.declared(resolved, key)
+            if not (in_defaults or declared or path in self.refs or self.read_below(path)):
+                self.found.append(label)
+                continue
+            child = defaults.get(key) if isinstance(defaults, Mapping) else None
+            if in_defaults and isinstance(child, Mapping) and not child and not (child_schema or {}).get(
+                    "properties"):
+                continue  # an explicitly empty map: free-form (nodeSelector: {})
+            if isinstance(value, Mapping) and (
+                    (isinstance(child, Mapping) and child) or (child_schema or {}).get("properties")
+                    or (not in_defaults and self.read_below(path))):
+                self.mapping(value, child if isinstance(child, Mapping) else {}, child_schema, rel=path,
+                             shown=label)
+            elif isinstance(value, list) and isinstance(child, list):
+                self.items(value, child, rel=path, shown=label)
+
+    def items(self, values: list[Any], defaults: list[Any], *, rel: str, shown: str) -> None:
+        """Items of a list whose default items are mappings: each key must be one of theirs."""
+        examples = [item for item in defaults if isinstance(item, Mapping)]
+        if not examples:
+            return
+        merged = _deep_merge(*examples)
+        for index, item in enumerate(values):
+            if isinstance(item, Mapping):
+                self.mapping(item, merged, None, rel=f"{rel}[]", shown=f"{shown}[{index}]")

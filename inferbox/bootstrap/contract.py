@@ -7,6 +7,7 @@ pinned Kubernetes version and the API versions the earlier phases' CRDs add. The
 * every health-check target is in the render (or in the phase's own manifests);
 * every ClusterServingRuntime that ``models/catalog.yaml`` uses is rendered;
 * every values key means something to the chart or a subchart (Helm ignores unknown keys);
+* every rendered object of a Kubernetes kind matches the pinned minor's strict schema;
 * every IngressClass a route needs is rendered, by Istio's controller name;
 * KServe's rendered ingress config names the hosts :mod:`inferbox.models.hosts` computes.
 
@@ -34,6 +35,7 @@ from inferbox.bootstrap.plan import CheckKind, HealthCheck, Phase, Plan
 from inferbox.errors import CommandError, InferboxError
 from inferbox.models.hosts import IngressNaming
 from inferbox.tools.helm import Helm
+from inferbox.validate import SchemaValidator
 
 # Kinds without a namespace: a check of one of these matches by name alone.
 CLUSTER_SCOPED = frozenset({
@@ -67,11 +69,12 @@ class Problem:
 class ContractError(InferboxError):
     """The pinned charts do not render what the plan needs; ``problems`` says each thing."""
 
-    def __init__(self, problems: Sequence[Problem]) -> None:
+    def __init__(self, problems: Sequence[Problem], recheck: str = "invoke charts-verify") -> None:
         self.problems = list(problems)
         super().__init__("render check failed: the pinned charts do not match what the plan needs\n  "
                          + "\n  ".join(str(p) for p in self.problems)
-                         + "\nfix the values or the plan (inferbox/bootstrap/phases.py), then `invoke charts-verify`")
+                         + "\nfix the values (helm-values/) or the plan (inferbox/bootstrap/phases.py), "
+                         + f"then `{recheck}`")
 
 
 @dataclass(frozen=True)
@@ -138,9 +141,10 @@ class ContractReport:
     def images(self) -> dict[str, list[str]]:
         return {name: render.images() for name, render in self.renders.items()}
 
-    def raise_for_problems(self) -> None:
+    def raise_for_problems(self, recheck: str = "invoke charts-verify") -> None:
+        """Raise ContractError listing every problem; ``recheck`` is the command it names."""
         if self.problems:
-            raise ContractError(self.problems)
+            raise ContractError(self.problems, recheck)
 
 
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
@@ -244,6 +248,7 @@ def verify(plan: Plan, helm: Helm, *, kube_version: str, runtimes: Mapping[str, 
         report.renders[phase.name] = render
         report.problems += _check_values(phase, values_label)
         report.problems += _check_targets(render)
+    report.problems += _check_schemas(report, kube_version)
     report.problems += _check_runtimes(plan, report, runtimes)
     report.problems += _check_ingress_classes(report)
     report.problems += _check_hosts(report, naming)
@@ -307,7 +312,8 @@ def _check_values(phase: Phase, label: Callable[[Phase, str], str] | None) -> li
 def _values_origin(phase: Phase, key: str) -> str:
     if key in phase.set_values or any(key.startswith(f"{k}.") for k in phase.set_values):
         return "--set by the plan"
-    return phase.values_file.name if phase.values_file else "values"
+    # helm-values/<phase>.yaml, as the user finds it in the repository.
+    return f"{phase.values_file.parent.name}/{phase.values_file.name}" if phase.values_file else "values"
 
 
 def _check_targets(render: PhaseRender) -> list[Problem]:
@@ -357,6 +363,19 @@ def _near_names(render: PhaseRender, kind: str) -> str:
                     for r in render.objects if r.kind == kind})
     return f" (rendered {kind}s: {', '.join(names[:6])}{', …' if len(names) > 6 else ''})" if names else \
         f" (the chart renders no {kind} with these values)"
+
+
+def _check_schemas(report: ContractReport, kube_version: str) -> list[Problem]:
+    """Every rendered object of a Kubernetes kind against the pinned minor's strict schema: a
+    typo in a subtree a template copies whole (``toYaml .Values.service.ports``) lands here as an
+    unknown field, and a kind the pinned Kubernetes no longer serves is named. Custom resources
+    are left to the API server (their CRDs come with the charts)."""
+    validator = SchemaValidator(kube_version)
+    problems = []
+    for name, render in report.renders.items():
+        checked = validator.check(r.obj for r in render.objects)
+        problems += [Problem(name, p.object, f"{p.path}: {p.message}") for p in checked.problems]
+    return problems
 
 
 def _check_runtimes(plan: Plan, report: ContractReport, runtimes: Mapping[str, str]) -> list[Problem]:
@@ -436,12 +455,30 @@ def _check_hosts(report: ContractReport, naming: IngressNaming) -> list[Problem]
     return problems
 
 
+def mutable_image(image: str) -> bool:
+    """A reference that can change under the same name: ``:latest``, or no tag and no digest."""
+    if "@sha256:" in image:
+        return False
+    tag = image.rsplit("/", 1)[-1].partition(":")[2]
+    return tag in ("", "latest")
+
+
+# An image handed to a container as an argument, e.g. prometheus-operator's
+# --prometheus-config-reloader=quay.io/prometheus-operator/prometheus-config-reloader:v0.93.0.
+_ARG_IMAGE = re.compile(r"^--[\w-]*image[\w-]*=|^--prometheus-config-reloader=")
+
+
 def _images(obj: Any) -> Iterator[str]:
-    """Image references anywhere in an object, including JSON held in ConfigMap data."""
+    """Image references anywhere in an object, including JSON held in ConfigMap data and images
+    passed to a container as ``--...image...=REF`` arguments."""
     if isinstance(obj, dict):
         for key, value in obj.items():
             if key == "image" and isinstance(value, str) and _looks_like_image(value):
                 yield value
+            elif key == "args" and isinstance(value, list):
+                for arg in value:
+                    if isinstance(arg, str) and _ARG_IMAGE.match(arg) and _looks_like_image(arg.split("=", 1)[1]):
+                        yield arg.split("=", 1)[1]
             elif isinstance(value, str) and value.lstrip().startswith("{"):
                 with contextlib.suppress(json.JSONDecodeError):
                     yield from list(_images(json.loads(value)))

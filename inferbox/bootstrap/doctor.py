@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from rich.table import Table
 from rich.text import Text
 
 from inferbox.bootstrap.toolinstall import version_matches
@@ -24,6 +23,7 @@ from inferbox.runner import Runner
 from inferbox.tools import TOOL_NAMES, Toolbox, on_path
 from inferbox.tools.docker import EngineInfo
 from inferbox.tools.nvidia import GpuReport, NvidiaSmi
+from inferbox.ui import FitTable
 
 GIB = 1 << 30
 
@@ -421,12 +421,9 @@ def _volume_mounts_check(facts: HostFacts, status: Status, consequence: str) -> 
 _STYLES = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "bold red"}
 
 
-def checks_table(checks: Sequence[Check]) -> Table:
-    table = Table(title="inferbox doctor", show_lines=False)
-    table.add_column("check", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("found")
-    table.add_column("fix")
+def checks_table(checks: Sequence[Check]) -> FitTable:
+    """Every check with its fix; a list where a table would not fit (a fix is never cut)."""
+    table = FitTable("inferbox doctor", ("check", "status", "found", "fix"))
     for check in checks:
         label = check.status.value + (" (blocking)" if check.blocking and check.status is Status.FAIL else "")
         table.add_row(check.name, Text(label, style=_STYLES[check.status]), check.detail, check.fix)

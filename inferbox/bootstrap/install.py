@@ -74,11 +74,22 @@ class PhaseInstaller:
                                       values_files=[phase.values_file] if phase.values_file else [],
                                       set_values=phase.set_values, timeout_s=phase.timeout_s)
             outcome = Outcome.INSTALLED if release is None else Outcome.UPGRADED
-        self._apply_manifests(phase)
-        for check in phase.checks:
-            self.events.emit("step", phase.name, f"wait: {check.describe()}")
-            self.waiter.check(check, deadline, phase=phase.name)
+        # The phase's own objects go in once the chart's are healthy (their CRDs Established,
+        # the webhooks that admit them answering: a KnativeServing needs the operator's); the
+        # checks on those objects come after them.
+        objects = self._manifest_objects(phase)
+        ours = {(obj["kind"], obj["metadata"]["name"]) for obj in objects}
+        later = [c for c in phase.checks if (c.resource_kind, c.name) in ours]
+        for check in [c for c in phase.checks if c not in later]:
+            self._wait(phase, check, deadline)
+        self._apply_manifests(phase, objects)
+        for check in later:
+            self._wait(phase, check, deadline)
         return outcome
+
+    def _wait(self, phase: Phase, check: HealthCheck, deadline: Deadline) -> None:
+        self.events.emit("step", phase.name, f"wait: {check.describe()}")
+        self.waiter.check(check, deadline, phase=phase.name)
 
     def _unchanged(self, phase: Phase, release: Release) -> bool:
         if release.status != "deployed" or release.chart != f"{phase.chart_name}-{phase.chart_version}":
@@ -129,17 +140,20 @@ class PhaseInstaller:
             self.kube.apply(crd, field_manager=FIELD_MANAGER)
             self.events.emit("step", phase.name, f"applied {what} from the chart's crds/ folder")
 
-    def _apply_manifests(self, phase: Phase) -> None:
-        for template in phase.manifests:
-            for obj in self.renderer.objects(template, **(self.manifest_context or {})):
-                meta = obj["metadata"]
-                what = f"{obj['kind']} {meta.get('namespace', '')}/{meta['name']}".replace(" /", " ")
-                if self.kube is None:
-                    if self.note is not None:
-                        self.note(f"apply (server-side, field manager {FIELD_MANAGER}): {what}")
-                    continue
-                self.kube.apply(obj, field_manager=FIELD_MANAGER)
-                self.events.emit("step", phase.name, f"applied {what}")
+    def _manifest_objects(self, phase: Phase) -> list[dict[str, Any]]:
+        return [obj for template in phase.manifests
+                for obj in self.renderer.objects(template, **(self.manifest_context or {}))]
+
+    def _apply_manifests(self, phase: Phase, objects: Sequence[dict[str, Any]]) -> None:
+        for obj in objects:
+            meta = obj["metadata"]
+            what = f"{obj['kind']} {meta.get('namespace', '')}/{meta['name']}".replace(" /", " ")
+            if self.kube is None:
+                if self.note is not None:
+                    self.note(f"apply (server-side, field manager {FIELD_MANAGER}): {what}")
+                continue
+            self.kube.apply(obj, field_manager=FIELD_MANAGER)
+            self.events.emit("step", phase.name, f"applied {what}")
 
 
 def execute(plan: Plan, install: Callable[[Phase], Outcome], events: EventLog, *,

@@ -19,6 +19,7 @@ from inferbox.bootstrap.charts import archive_name, chart_name
 from inferbox.bootstrap.plan import CheckKind, ClusterStep, HealthCheck, Phase, Plan, PreStep
 from inferbox.config import ChartPin, Settings
 from inferbox.errors import ConfigError
+from inferbox.models.catalog import default_catalog_path, load_catalog
 from inferbox.tools.helm import ChartSource
 
 CRD = CheckKind.CRD_ESTABLISHED
@@ -121,13 +122,10 @@ def build_plan(settings: Settings, *, gpu: bool) -> Plan:
                                                   "storageUri": "gs://kfserving-examples/models/sklearn/1.0/model"}}}})),
         )),
         phase("kserve-runtimes", "kserve-runtime-configs", KSERVE_NAMESPACE, release="kserve-runtime-configs",
-              depends_on=("kserve",), timeout_s=120, expected_s=10, checks=(
-            # The runtimes the model catalog uses; admitted through KServe's webhook.
-            HealthCheck(CheckKind.RESOURCE_EXISTS, "kserve-sklearnserver", api_version="serving.kserve.io/v1alpha1",
-                        resource_kind="ClusterServingRuntime"),
-            HealthCheck(CheckKind.RESOURCE_EXISTS, "kserve-huggingfaceserver",
-                        api_version="serving.kserve.io/v1alpha1", resource_kind="ClusterServingRuntime"),
-        )),
+              depends_on=("kserve",), timeout_s=120, expected_s=10, checks=tuple(
+            # Every runtime the model catalog uses; admitted through KServe's webhook.
+            HealthCheck(CheckKind.RESOURCE_EXISTS, runtime, api_version="serving.kserve.io/v1alpha1",
+                        resource_kind="ClusterServingRuntime") for runtime in catalog_runtimes(settings.root))),
     ]
     if settings.knative:
         phases.append(phase(
@@ -174,6 +172,11 @@ def build_plan(settings: Settings, *, gpu: bool) -> Plan:
                           context=settings.kube_context, node_image=settings.versions.kubernetes.kind_node_image,
                           gpu=gpu)
     return Plan(cluster=cluster, phases=tuple(phases))
+
+
+def catalog_runtimes(root: Path) -> list[str]:
+    """The ClusterServingRuntimes models/catalog.yaml uses, sorted."""
+    return sorted({model.runtime for model in load_catalog(default_catalog_path(root)).models.values()})
 
 
 def _with_dependency(phase: Phase, dependency: str) -> Phase:

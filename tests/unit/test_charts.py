@@ -96,9 +96,16 @@ def test_a_bundle_refuses_altered_missing_and_unpinned_charts(tmp_path: Path, he
     victim = tmp_path / "b" / "crd-folder-0.1.0.tgz"
     original = victim.read_bytes()
     victim.write_bytes((tmp_path / "b" / "demo-app-0.2.0.tgz").read_bytes())
-    with pytest.raises(ChartStoreError, match=r"istio-base: crd-folder-0.1.0.tgz sha256 \w+… differs from the "
-                                              r"recorded \w+…\nmake it again with `invoke bundle --out "):
+    now, recorded = sha256_file(victim), sha256_file(tmp_path / "b" / "demo-app-0.2.0.tgz")
+    with pytest.raises(ChartStoreError, match=rf"istio-base: crd-folder-0.1.0.tgz has sha256 {now}, the recorded "
+                                              rf"one is [0-9a-f]{{64}}\nmake it again with `invoke bundle --out "):
         bundle.verify(charts, ["cert-manager", "istio-base"])
+    assert now == recorded
+    # Making the bundle again (the printed fix) must not bless the changed file.
+    manifest_before = (tmp_path / "b" / MANIFEST).read_text()
+    with pytest.raises(ChartStoreError, match="it changed since it was pulled; delete it to pull the pinned chart"):
+        ChartStore.open(tmp_path / "b").record(charts, ["cert-manager", "istio-base"])
+    assert (tmp_path / "b" / MANIFEST).read_text() == manifest_before
     victim.write_bytes(original)
 
     # A pin moved since the bundle was made.
@@ -106,12 +113,40 @@ def test_a_bundle_refuses_altered_missing_and_unpinned_charts(tmp_path: Path, he
     with pytest.raises(ChartStoreError, match=re.escape("istio-base: crd-folder-0.2.0.tgz missing")):
         bundle.verify(moved, ["cert-manager", "istio-base"])
 
-    # A file under the pinned name that holds another chart (recorded as it was): refused by its Chart.yaml.
+    # A file under the pinned name that holds another chart: refused by its Chart.yaml, when it is
+    # recorded and when a manifest written elsewhere vouches for it.
     fake = loopback_charts(chart_repo, cert_manager=("demo-app", "0.1.0"))
-    (tmp_path / "b" / "demo-app-0.1.0.tgz").write_bytes((tmp_path / "b" / "demo-app-0.2.0.tgz").read_bytes())
-    ChartStore.open(tmp_path / "b").record(fake, ["cert-manager"])
-    with pytest.raises(ChartStoreError, match=re.escape("holds chart demo-app 0.2.0, not the pinned demo-app 0.1.0")):
+    impostor = tmp_path / "b" / "demo-app-0.1.0.tgz"
+    impostor.write_bytes((tmp_path / "b" / "demo-app-0.2.0.tgz").read_bytes())
+    wrong = re.escape("holds chart demo-app 0.2.0, not the pinned demo-app 0.1.0")
+    with pytest.raises(ChartStoreError, match=wrong):
+        ChartStore.open(tmp_path / "b").record(fake, ["cert-manager"])
+    vouching = ChartStore.open(tmp_path / "b")
+    vouching.manifest["charts"]["cert-manager"] = {"chart": "demo-app", "repo": chart_repo, "version": "0.1.0",
+                                                   "file": impostor.name, "sha256": sha256_file(impostor)}
+    vouching.write()
+    with pytest.raises(ChartStoreError, match=wrong):
         ChartStore.open(tmp_path / "b", bundle=True).verify(fake, ["cert-manager"])
+
+
+def test_broken_archives_and_manifests_are_named_not_tracebacks(tmp_path: Path, helm: Helm,
+                                                                  chart_repo: str) -> None:
+    charts = loopback_charts(chart_repo, cert_manager=("demo-app", "0.2.0"))
+    store = ChartStore.open(tmp_path / "s")
+    store.pull(helm, charts, ["cert-manager"])
+    archive = tmp_path / "s" / "demo-app-0.2.0.tgz"
+    archive.write_bytes(archive.read_bytes()[:-40])  # a truncated download
+    with pytest.raises(ChartStoreError, match=r"demo-app-0.2.0.tgz: not a readable chart .*delete it"):
+        store.record(charts, ["cert-manager"])
+    assert not (tmp_path / "s" / MANIFEST).exists()  # nothing recorded
+    with pytest.raises(ChartStoreError, match=r"demo-app-0.2.0.tgz: not a readable chart"):
+        load_chart(archive)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / MANIFEST).write_text('{"charts": {"istiod": "x"}}')
+    with pytest.raises(Exception, match=r"bundle.json: charts.istiod: must be a mapping with chart, version"):
+        ChartStore.open(tmp_path / "m", bundle=True)
+    with pytest.raises(ChartStoreError, match=r"is a file: a chart store or bundle is a folder"):
+        ChartStore.open(tmp_path / "m" / MANIFEST, bundle=True)
 
 
 def test_a_folder_without_a_manifest_is_no_bundle(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from inferbox.bootstrap import contract
+from inferbox.bootstrap.charts import load_chart, unknown_values
 from inferbox.bootstrap.plan import CheckKind, ClusterStep, HealthCheck, Phase, Plan
 from inferbox.models.hosts import IngressNaming
 from inferbox.runner import ShellRunner
@@ -104,8 +105,9 @@ def test_a_webhook_target_needs_its_service_and_a_configuration_calling_it(helm:
         "no webhook configuration calls that Service"]
     configuration = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
                      "metadata": {"name": "app"},
-                     "webhooks": [{"name": "app.inferbox.test", "clientConfig": {"service": {"name": "app",
-                                                                                             "namespace": "ns-app"}}}]}
+                     "webhooks": [{"name": "app.inferbox.test", "admissionReviewVersions": ["v1"],
+                                   "sideEffects": "None",
+                                   "clientConfig": {"service": {"name": "app", "namespace": "ns-app"}}}]}
     assert check(helm, phase(CHARTS / "demo-app", tmp_path, name="app", checks=(webhook,)),
                  extra={"app": [configuration]}).problems == []
 
@@ -125,12 +127,46 @@ def test_unknown_values_keys_are_named_with_their_file(helm: Helm, tmp_path: Pat
               "child": {"port": 9090, "prot": 1}, "declared": {"only": "x", "other": "y"}}
     report = check(helm, phase(CONTRACT / "values-chart", tmp_path, name="vals", values=values,
                                set_values={"nested.typo": "1"}))
+    file = f"{tmp_path.name}/vals.yaml"  # as helm-values/<phase>.yaml is named
     assert sorted(lines(report)) == sorted(
         f"vals: values key {key} ({origin}): chart values-chart 0.1.0 and its subcharts neither define nor "
         "declare it in their schema: Helm would ignore it silently"
-        for key, origin in [("replcias", "vals.yaml"), ("nested.unkown", "vals.yaml"),
-                            ("nested.deeper.leef", "vals.yaml"), ("nested.typo", "--set by the plan"),
-                            ("child.prot", "vals.yaml"), ("declared.other", "vals.yaml")])
+        for key, origin in [("replcias", file), ("nested.unkown", file), ("nested.deeper.leef", file),
+                            ("nested.typo", "--set by the plan"), ("child.prot", file), ("declared.other", file)])
+
+
+def test_a_charts_own_defaults_are_all_known() -> None:
+    """The check's own consistency: every key a chart ships in its values.yaml means something."""
+    for chart in (CONTRACT / "values-chart", CONTRACT / "ingress-app", CONTRACT / "gated", CHARTS / "demo-app"):
+        info = load_chart(chart)
+        assert unknown_values(info.defaults, info) == [], chart.name
+
+
+def test_keys_known_by_parent_defaults_schema_refs_templates_and_globals(helm: Helm, tmp_path: Path) -> None:
+    values = {
+        "child": {"enabled": False, "extra": True},  # the parent's defaults under the subchart's name
+        "image": {"registry": "r.example", "tag": "1"},  # declared through a schema $ref
+        "profile": "demo", "pdb": {"maxUnavailable": 2}, "topology": {"zone": "a"},  # read by templates only
+        "global": {"hub": "h.example", "registry": "read-by-the-subchart"},
+        "ports": [{"name": "http", "port": 8080}],
+    }
+    assert check(helm, phase(CONTRACT / "values-chart", tmp_path, name="vals", values=values)).problems == []
+    typos = {"child": {"enabeld": False}, "image": {"registy": "r"}, "pdb": {"maxUnavaliable": 1},
+             "topology": {"zoen": "a"}, "global": {"hubb": "h"}}
+    report = check(helm, phase(CONTRACT / "values-chart", tmp_path, name="vals", values=typos))
+    assert sorted(p.subject.split(" (")[0] for p in report.problems) == [
+        "values key child.enabeld", "values key global.hubb", "values key image.registy",
+        "values key pdb.maxUnavaliable", "values key topology.zoen"]
+
+
+def test_a_typo_inside_a_subtree_a_template_copies_is_caught_by_the_object_schema(helm: Helm,
+                                                                                 tmp_path: Path) -> None:
+    values = {"ports": [{"name": "http", "port": 80, "nodeprot": 30080}]}
+    report = check(helm, phase(CONTRACT / "values-chart", tmp_path, name="vals", values=values))
+    # `ports` is handed whole to toYaml, so no values rule can see inside it; the strict
+    # Kubernetes schema of the rendered Service does.
+    assert lines(report) == ["vals: Service vals: spec.ports[0]: Additional properties are not allowed "
+                             "('nodeprot' was unexpected)"]
 
 
 def test_keys_the_chart_takes_are_not_reported(helm: Helm, tmp_path: Path) -> None:
@@ -141,7 +177,7 @@ def test_keys_the_chart_takes_are_not_reported(helm: Helm, tmp_path: Path) -> No
         "legacy": {"replicas": 2},  # an alias of the root (mustMergeOverwrite $.Values (index $.Values "legacy"))
         "declared": {"only": "x"}, "labels": {"team": "a"},  # declared in values.schema.json
         "child": {"resources": {"requests": {"cpu": "1"}}, "port": 1},  # the subchart's own keys
-        "global": {"anything": True},  # shared with every subchart
+        "global": {"hub": "h.example"},  # a global some chart defines
     }
     report = check(helm, phase(CONTRACT / "values-chart", tmp_path, name="vals", values=values))
     assert report.problems == []
@@ -250,3 +286,24 @@ def test_parse_manifests_keeps_sources_and_reads_a_bare_equals_sign() -> None:
         "top/charts/crds/crds/a.yaml", True, "top/templates/cm.yaml", False)
     assert crd.obj["spec"]["versions"][0]["schema"] == {"openAPIV3Schema": {}}  # not read for the checks
     assert crd.full()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["enum"] == ["="]
+
+
+def test_images_come_from_pod_specs_arguments_and_json_config() -> None:
+    obj = {"kind": "Deployment", "spec": {"template": {"spec": {"containers": [{
+        "image": "quay.io/prometheus-operator/prometheus-operator:v0.93.0",
+        "args": ["--prometheus-config-reloader=quay.io/prometheus-operator/prometheus-config-reloader:v0.93.0",
+                 "--log-level=info"]}]}}}}
+    config = {"kind": "ConfigMap", "data": {"storageInitializer": '{"image": "kserve/storage-initializer:v1"}'}}
+    images = contract.PhaseRender(None, [contract.Rendered(obj, ""), contract.Rendered(config, "")],  # type: ignore[arg-type]
+                                  0.0).images()
+    assert images == ["kserve/storage-initializer:v1", "quay.io/prometheus-operator/prometheus-config-reloader:v0.93.0",
+                      "quay.io/prometheus-operator/prometheus-operator:v0.93.0"]
+    assert [contract.mutable_image(i) for i in ("vllm/vllm-openai:latest", "kserve/art-explainer",
+                                                "registry:5000/a/b", "a/b:1", "a/b@sha256:" + "0" * 64)] == [
+        True, True, True, False, False]
+
+
+def test_the_refusal_names_the_command_that_checks_the_same_charts_again() -> None:
+    problem = contract.Problem("istiod", "values key pilot.x (helm-values/istiod.yaml)", "unknown")
+    with pytest.raises(contract.ContractError, match=r"then `invoke charts-verify --bundle /b`$"):
+        contract.ContractReport(problems=[problem]).raise_for_problems("invoke charts-verify --bundle /b")

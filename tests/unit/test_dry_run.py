@@ -37,11 +37,16 @@ def test_dry_run_uses_pins_and_orders_phases(make_settings, root: Path) -> None:
     releases = [line.split()[3] for line in installs]
     assert releases.index("cert-manager") < releases.index("istio-base") < releases.index("kserve")
     cert = installs[releases.index("cert-manager")]
-    assert f"--version {settings.versions.charts.cert_manager.version}" in cert
-    # No chart was ever pulled here: the render check says it was skipped, before anything else.
-    assert lines[0].startswith("# render check skipped: the pinned charts are not cached here")
-    assert lines[1] == "kind get clusters"
-    assert lines[2].startswith("kind create cluster --name inferbox --config <state>/kind-config.yaml --image "
+    # Installed from the chart store, where the pinned chart is pulled first (nothing cached here).
+    pin = settings.versions.charts.cert_manager
+    assert f" <state>/charts/cert-manager-{pin.version}.tgz " in cert
+    pulls = [line for line in lines if line.startswith("helm pull ")]
+    assert f"helm pull {pin.chart} --version {pin.version} --destination <state>/charts" in pulls
+    assert lines.index(pulls[-1]) < lines.index("kind get clusters")
+    start = len(pulls)
+    assert lines[start].startswith("# render check skipped: cert-manager, ")
+    assert lines[start + 1] == "kind get clusters"
+    assert lines[start + 2].startswith("kind create cluster --name inferbox --config <state>/kind-config.yaml --image "
                                f"{settings.versions.kubernetes.kind_node_image}")
     waits = [line for line in lines if line.startswith("# wait: ")]
     assert "# wait: deployment kserve/kserve-controller-manager Available (timeout 420s)" in waits
@@ -51,4 +56,5 @@ def test_existing_provider_creates_nothing(make_settings, root: Path) -> None:
     settings = make_settings(dry_run=True, gpu="off", provider="existing", context="my-ctx")
     lines = transcript(settings, root).splitlines()
     assert not any(line.startswith(("kind ", "minikube ")) for line in lines)
-    assert all("--kube-context my-ctx" in line for line in lines if line.startswith("helm "))
+    assert all("--kube-context my-ctx" in line for line in lines
+               if line.startswith("helm ") and not line.startswith("helm pull "))

@@ -156,3 +156,22 @@ def test_executor_stops_on_failure_and_names_the_phase() -> None:
         execute(plan, install, events, on_failure=stopped.set)
     assert "b" not in started
     assert any("not started because a failed: b" in e.message for e in events.events)
+
+
+def test_phase_objects_are_applied_once_the_charts_checks_pass(phase: Phase, tmp_path: Path) -> None:
+    """A phase's own objects need the chart's CRDs and webhooks first (a KnativeServing needs the
+    operator's); the checks on those objects come after they are applied."""
+    (tmp_path / "own.yaml.j2").write_text("apiVersion: operator.knative.dev/v1beta1\nkind: KnativeServing\n"
+                                          "metadata: {name: ks, namespace: demo-ns}\n")
+    own = HealthCheck(CheckKind.CONDITION_READY, "ks", "demo-ns", api_version="operator.knative.dev/v1beta1",
+                      resource_kind="KnativeServing")
+    crd = HealthCheck(CheckKind.CRD_ESTABLISHED, "knativeservings.operator.knative.dev")
+    order: list[str] = []
+    runner = RecordingRunner({("helm", "list"): Reply("[]"), ("helm", "upgrade"): Reply()}, strict=True)
+    inst, waiter = installer(runner, tmp_path)
+    inst.note = order.append
+    waiter.check = lambda check, deadline, phase=None: order.append(f"wait {check.name}")  # type: ignore[method-assign]
+    with_objects = Phase(**{**phase.__dict__, "manifests": ("own.yaml.j2",), "checks": (own, crd, *phase.checks)})
+    inst.install(with_objects)
+    assert order == ["wait knativeservings.operator.knative.dev", "wait demo",
+                     "apply (server-side, field manager inferbox): KnativeServing demo-ns/ks", "wait ks"]
