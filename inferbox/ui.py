@@ -26,8 +26,8 @@ class FitTable:
     with one block per row (``column: value`` lines, each printed whole however long), so a
     command or a fix can always be copied, at 80 columns or in a CI log.
 
-    Cells may hold several lines (one item per line); styles of :class:`~rich.text.Text` cells
-    are kept in both layouts.
+    Cells may hold several lines (one item per line). A ``str`` cell is plain text (never markup);
+    style a cell with :class:`~rich.text.Text`, kept in both layouts.
     """
 
     def __init__(self, title: str, columns: Sequence[str], *, caption: str | None = None) -> None:
@@ -46,7 +46,8 @@ class FitTable:
         for column in self.columns:
             table.add_column(column, no_wrap=True)
         for row in self.rows:
-            table.add_row(*row)
+            # Plain strings stay plain: a command's "[...]" is text, never Rich markup.
+            table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in row))
         return table
 
     def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from inferbox.bootstrap import contract, doctor
 from inferbox.bootstrap.charts import ChartStore
@@ -363,5 +364,5 @@ def render_table(report: contract.ContractReport) -> FitTable:
         problems = sum(p.phase == name for p in report.problems)
         table.add_row(name, f"{render.phase.chart_name} {render.phase.chart_version}", str(len(render.objects)),
                       str(len(render.images())), str(len(render.crds_folder())),
-                      f"[red]{problems}[/]" if problems else "[green]0[/]")
+                      Text(str(problems), style="red" if problems else "green"))
     return table
