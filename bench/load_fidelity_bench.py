@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from machine import measured  # bench/machine.py: the script's folder is on sys.path
 from rich.console import Console
 
 from inferbox import PROJECT_ROOT
@@ -159,6 +160,12 @@ def main() -> None:
     print(f"  median: wrk {median['wrk']['rps']:.0f} req/s; Locust 1 process {median['locust_1_process']['rps']:.0f} "
           f"req/s -> fidelity {median['locust_1_process']['fidelity']:.2f}; Locust --workers 2 "
           f"{median['locust_2_workers']['rps']:.0f} req/s -> fidelity {median['locust_2_workers']['fidelity']:.2f}")
+    # The README's sentence, as printed here.
+    print()
+    print(f"{measured()}: Locust's requests/s over wrk's with the same {args.connections} connections on one local "
+          f"predictor ({where}), median of {args.rounds} rounds: one Locust process "
+          f"{median['locust_1_process']['fidelity']:.2f}, `--workers 2` {median['locust_2_workers']['fidelity']:.2f} "
+          f"(wrk {median['wrk']['rps']:.0f} req/s).")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

@@ -6,7 +6,9 @@
   thread with its own keep-alive http.client connection to 127.0.0.1; throughput and latency
   percentiles.
 
-    .venv/bin/python bench/local_predictor_bench.py [--model sklearn-iris] [--requests 2000] [--concurrency 8]
+    .venv/bin/python bench/local_predictor_bench.py [--models sklearn-iris iris-mlp] [--requests 2000]
+
+It ends with the table the README shows, under a line saying when and on what it was measured.
 
 Loopback only, bounded in count; it stops the predictor it started.
 """
@@ -21,6 +23,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from machine import measured  # bench/machine.py: the script's folder is on sys.path
 
 from inferbox import PROJECT_ROOT
 from inferbox.config import load_versions
@@ -79,30 +83,44 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def measure(target: LocalTarget, model: str, args: argparse.Namespace) -> dict[str, float]:
+    target.deploy(model)  # installs the environment and builds the artifact once, untimed
+    target.down(model)
+    starts = [cold_start(target, model) for _ in range(args.runs)]
+    outcome = target.deploy(model)
+    try:
+        load(outcome.record.http_port, model, min(200, args.requests), args.concurrency)  # warm-up
+        wall, latencies = load(outcome.record.http_port, model, args.requests, args.concurrency)
+    finally:
+        target.down(model)
+    print(f"{model}: cold starts {', '.join(f'{s:.2f}s' for s in starts)}; {len(latencies)} requests in "
+          f"{wall:.2f}s; p90 {percentile(latencies, 0.9) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms")
+    return {"cold_start_s": statistics.median(starts), "rps": len(latencies) / wall,
+            "p50_ms": percentile(latencies, 0.5) * 1000, "p99_ms": percentile(latencies, 0.99) * 1000,
+            "device": outcome.device or "cpu"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="sklearn-iris")
+    parser.add_argument("--models", nargs="+", default=["sklearn-iris", "iris-mlp"])
     parser.add_argument("--runs", type=int, default=3, help="cold starts to take the median of")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="inferbox-bench-") as tmp:
         target = make_target(Path(tmp))
-        target.deploy(args.model)  # installs the environment and builds the artifact once, untimed
-        target.down(args.model)
-        starts = [cold_start(target, args.model) for _ in range(args.runs)]
-        print(f"cold start ({args.model}, deploy -> first V1 prediction): median {statistics.median(starts):.2f}s "
-              f"of {args.runs} ({', '.join(f'{s:.2f}s' for s in starts)})")
-        record = target.deploy(args.model).record
-        try:
-            load(record.http_port, args.model, min(200, args.requests), args.concurrency)  # warm-up
-            wall, latencies = load(record.http_port, args.model, args.requests, args.concurrency)
-        finally:
-            target.down(args.model)
-    print(f"load: {len(latencies)} V1 requests, {args.concurrency} concurrent keep-alive connections: "
-          f"{len(latencies) / wall:.0f} req/s in {wall:.2f}s")
-    print(f"latency: p50 {percentile(latencies, 0.5) * 1000:.1f} ms, p90 {percentile(latencies, 0.9) * 1000:.1f} ms, "
-          f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms")
+        figures = {model: measure(target, model, args) for model in args.models}
+    # The README's table, as printed here.
+    print()
+    print(f"{measured()}; {args.requests} V1 requests from {args.concurrency} concurrent keep-alive clients, "
+          "environment already built:")
+    print()
+    print(f"| model | cold start (deploy to first prediction, median of {args.runs}) | throughput | p50 | p99 |")
+    print("|---|---|---|---|---|")
+    for model, f in figures.items():
+        label = model if model == "sklearn-iris" else f"{model} ({str(f['device']).upper()})"
+        print(f"| {label} | {f['cold_start_s']:.2f} s | {f['rps']:.0f} req/s | {f['p50_ms']:.1f} ms | "
+              f"{f['p99_ms']:.1f} ms |")
 
 
 if __name__ == "__main__":

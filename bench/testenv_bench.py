@@ -19,6 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import measured  # noqa: E402 - bench/machine.py
+
 from inferbox.testenv import ControlPlane, find_binaries, load_pins  # noqa: E402 - after the path set-up
 
 
@@ -60,6 +62,14 @@ def main() -> int:
           f"{result['cold_build_steps_s']}")
     print(f"warm start, median of {args.runs}: {result['warm_start_median_s']} s  {result['warm_start_runs_s']}")
     print(f"stop, median of {args.runs}: {result['stop_median_s']} s  {result['stop_runs_s']}")
+    steps = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in sorted(
+        result["cold_build_steps_s"].items(), key=lambda kv: -kv[1]))
+    size_mb = sum(f.stat().st_size for f in binaries.bin_dir.iterdir() if f.is_file()) / 1e6
+    # The README's paragraph, as printed here.
+    print()
+    print(f"{measured()}: cold build {result['cold_build_s']:.0f} s ({steps}; from the build's stamp), warm start "
+          f"{result['warm_start_median_s']} s (median of {args.runs}), stop {result['stop_median_s']} s. Cache: "
+          f"{size_mb:.0f} MB of binaries, plus the Go build and module caches.")
     return 0
 
 

@@ -74,7 +74,9 @@ class FitTable:
             head, *rest = row
             yield from line("- ", head)
             for column, cell in zip(self.columns[1:], rest, strict=True):
-                values = (cell.plain if isinstance(cell, Text) else cell).splitlines() or [""]
+                values = (cell.plain if isinstance(cell, Text) else cell).splitlines()
+                if not values:
+                    continue  # an empty cell: no line
                 if isinstance(cell, Text) and len(values) == 1:
                     yield from line(f"    {column}: ", cell)
                     continue

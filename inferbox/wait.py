@@ -16,6 +16,7 @@ from typing import Any
 
 from inferbox.bootstrap.plan import CheckKind, HealthCheck
 from inferbox.errors import ClusterError, InferboxError, KubeError, WaitTimeout
+from inferbox.hints import invoke
 from inferbox.k8s import Kube, ObjectRef
 
 log = logging.getLogger("inferbox.wait")
@@ -227,7 +228,7 @@ class Waiter:
             if pods:
                 lines.extend(self._pod_lines(last))
         ns = f" -n {ref.namespace}" if ref.namespace else ""
-        lines.append(f"  next: {self._kubectl()}{ns} describe {ref.kind.lower()} {ref.name}; invoke status")
+        lines.append(f"  next: {self._kubectl()}{ns} describe {ref.kind.lower()} {ref.name}; {invoke('status')}")
         return "\n".join(lines)
 
     def _pod_lines(self, owner: dict[str, Any]) -> list[str]:

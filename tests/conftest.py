@@ -45,6 +45,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--kube-context", default=None, help="context of --kubeconfig (default: its current one)")
 
 
+@pytest.fixture(autouse=True)
+def _printed_invoke(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands in messages name invoke as a fresh shell after ./quickstart does (inferbox.hints):
+    fixed here, so goldens and messages do not depend on an activated venv. test_printed_commands
+    checks the real choice in subprocesses."""
+    from inferbox import hints
+
+    monkeypatch.setattr(hints, "invoke_program", lambda: ".venv/bin/invoke")
+
+
 @pytest.fixture(scope="session")
 def helm_cli() -> Path:
     """A helm binary for render checks: the test control plane's build (helm from the npm layer

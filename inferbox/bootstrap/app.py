@@ -24,6 +24,7 @@ from inferbox.bootstrap.providers import make_provider
 from inferbox.config import GpuMode, Provider, Settings
 from inferbox.errors import ClusterError, InferboxError, KubeError
 from inferbox.events import EventLog
+from inferbox.hints import invoke
 from inferbox.k8s import Kube
 from inferbox.models.catalog import default_catalog_path, load_catalog
 from inferbox.models.hosts import ingress_naming
@@ -73,8 +74,8 @@ def run_doctor(settings: Settings, runner: Runner) -> tuple[list[doctor.Check], 
 
 
 def recheck_command(settings: Settings) -> str:
-    """The command that runs the render check again on the same charts."""
-    return "invoke charts-verify" + (f" --bundle {settings.bundle}" if settings.bundle else "")
+    """The task (and flags) that runs the render check again on the same charts."""
+    return "charts-verify" + (f" --bundle {settings.bundle}" if settings.bundle else "")
 
 
 def full_plan_settings(settings: Settings) -> Settings:
@@ -169,7 +170,7 @@ def checked_plan(settings: Settings, *, gpu: bool, pull: bool, note: Any = None,
         if note is not None:
             note(f"render check skipped: {', '.join(missing)} not cached here; a real run pulls them (above), runs "
                  "the render check on every chart and applies each chart's crds/ CRDs server-side before its "
-                 "helm upgrade (`invoke charts-verify` pulls and checks them now)")
+                 f"helm upgrade (`{invoke('charts-verify')}` pulls and checks them now)")
         settings = replace(settings, chart_store=store.root)
         return settings, build_plan(settings, gpu=gpu), None
     settings = replace(settings, chart_store=store.root)
@@ -331,14 +332,14 @@ def bundle(settings: Settings, console: Console, out: Path) -> contract.Contract
     (out / "images.txt").write_text("".join(f"{image}\n" for image in images))
     crds = write_crds(report, out / "crds")
     console.print(render_table(report), soft_wrap=True)
-    report.raise_for_problems(f"invoke charts-verify --bundle {out}")
+    report.raise_for_problems(f"charts-verify --bundle {out}")
     console.print(f"bundle {out}: {len(store.manifest['charts'])} charts with sha256 in {out / 'bundle.json'}, "
                   f"{len(images)} images in {out / 'images.txt'}, {crds} CRDs in {out / 'crds'}", highlight=False,
                   soft_wrap=True)
     if mutable := [image for image in images if contract.mutable_image(image)]:
         console.print(f"[yellow]warning:[/] {len(mutable)} image references name no fixed version (mirror them "
                       f"by digest): {', '.join(mutable)}", highlight=False, soft_wrap=True)
-    console.print(f"install with: invoke bootstrap --bundle {out}", highlight=False, soft_wrap=True)
+    console.print(f"install with: {invoke(f'bootstrap --bundle {out}')}", highlight=False, soft_wrap=True)
     return report
 
 

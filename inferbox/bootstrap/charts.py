@@ -34,6 +34,7 @@ import yaml
 
 from inferbox.config import ChartPin, Charts
 from inferbox.errors import ConfigError, InferboxError
+from inferbox.hints import invoke
 from inferbox.tools.helm import ChartSource, Helm
 
 MANIFEST = "bundle.json"
@@ -93,7 +94,7 @@ class ChartStore:
             manifest.update(loaded)
         elif bundle:
             raise ChartStoreError(f"{root} is not a chart bundle ({MANIFEST} missing): "
-                                  f"make one with `invoke bundle --out {root}`")
+                                  f"make one with `{invoke(f'bundle --out {root}')}`")
         return cls(root=root, bundle=bundle, manifest=manifest)
 
     def path_for(self, pin: ChartPin) -> Path:
@@ -178,7 +179,7 @@ class ChartStore:
                 problems.append(f"{key}: {path.name} holds chart {meta[0]} {meta[1]}, not the pinned "
                                 f"{chart_name(pin)} {pin.version}")
         if problems:
-            fix = (f"make it again with `invoke bundle --out {self.root}`" if self.bundle
+            fix = (f"make it again with `{invoke(f'bundle --out {self.root}')}`" if self.bundle
                    else f"delete {self.root} and run again to pull the pinned charts")
             raise ChartStoreError(f"chart store {self.root} does not match versions.toml:\n  "
                                   + "\n  ".join(problems) + f"\n{fix}")

@@ -33,6 +33,7 @@ import yaml
 from inferbox.bootstrap.charts import load_chart, unknown_values
 from inferbox.bootstrap.plan import CheckKind, HealthCheck, Phase, Plan
 from inferbox.errors import CommandError, InferboxError
+from inferbox.hints import invoke
 from inferbox.models.hosts import IngressNaming
 from inferbox.tools.helm import Helm
 from inferbox.validate import SchemaValidator
@@ -69,12 +70,12 @@ class Problem:
 class ContractError(InferboxError):
     """The pinned charts do not render what the plan needs; ``problems`` says each thing."""
 
-    def __init__(self, problems: Sequence[Problem], recheck: str = "invoke charts-verify") -> None:
+    def __init__(self, problems: Sequence[Problem], recheck: str = "charts-verify") -> None:
         self.problems = list(problems)
         super().__init__("render check failed: the pinned charts do not match what the plan needs\n  "
                          + "\n  ".join(str(p) for p in self.problems)
                          + "\nfix the values (helm-values/) or the plan (inferbox/bootstrap/phases.py), "
-                         + f"then `{recheck}`")
+                         + f"then `{invoke(recheck)}`")
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,8 @@ class ContractReport:
     def images(self) -> dict[str, list[str]]:
         return {name: render.images() for name, render in self.renders.items()}
 
-    def raise_for_problems(self, recheck: str = "invoke charts-verify") -> None:
-        """Raise ContractError listing every problem; ``recheck`` is the command it names."""
+    def raise_for_problems(self, recheck: str = "charts-verify") -> None:
+        """Raise ContractError listing every problem; ``recheck`` is the task (and flags) it names."""
         if self.problems:
             raise ContractError(self.problems, recheck)
 
@@ -262,7 +263,7 @@ def _render(phase: Phase, helm: Helm, kube_version: str, api_versions: tuple[str
     subject = f"chart {phase.chart_name} {phase.chart_version}"
     if not Path(phase.chart.chart).exists():
         return None, Problem(phase.name, subject, f"{phase.chart.chart} is not a local chart: pull the pinned "
-                                                  "charts first (`invoke bundle`)")
+                                                  f"charts first (`{invoke('charts-verify')}`)")
     try:
         text = helm.template(phase.release, phase.chart, phase.namespace,
                              values_files=[phase.values_file] if phase.values_file else [],

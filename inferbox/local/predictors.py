@@ -18,6 +18,7 @@ from typing import Any
 
 from inferbox.config import Settings
 from inferbox.errors import InferboxError
+from inferbox.hints import invoke
 from inferbox.local import client, procs
 from inferbox.local.artifacts import is_built
 from inferbox.local.env import PredictorEnv, kserve_requirement
@@ -105,8 +106,8 @@ class LocalTarget:
             current = records.get(name)
             if current is not None:
                 if procs.is_running(current.pid, current.pid_start):
-                    return DeployOutcome(current, started=False, device=self.device(name),
-                                         notes=["nothing to do: one predictor per model"])
+                    # One predictor per model: the running one is the answer ("already running at").
+                    return DeployOutcome(current, started=False, device=self.device(name))
                 notes.append(f"{name}: pid {current.pid} is gone (stale record removed)")
                 del records[name]
             installed = self.env.ensure(model.local.server, self.runner)
@@ -183,7 +184,8 @@ class LocalTarget:
     def running(self, name: str) -> PredictorRecord:
         record = self.state.read().get(name)
         if record is None or not procs.is_running(record.pid, record.pid_start):
-            raise InferboxError(f"no local predictor runs for {name!r}: invoke deploy-model {name} --target local")
+            raise InferboxError(f"no local predictor runs for {name!r}: "
+                                f"{invoke(f'deploy-model {name} --target local')}")
         return record
 
     def predict(self, name: str, instances: list[Any] | None = None, *, timeout_s: float = 30.0) -> Prediction:

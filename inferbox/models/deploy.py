@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from inferbox.errors import InferboxError, WaitTimeout
+from inferbox.errors import InferboxError, KubeError, WaitTimeout
+from inferbox.hints import invoke
 from inferbox.k8s import Kube, ObjectRef
 from inferbox.models import quota
 from inferbox.models.catalog import Catalog, ModelSpec
@@ -121,7 +122,18 @@ def deploy_model(kube: Kube, catalog: Catalog, name: str, tenant: ModelTenant, r
     if problems := quota_problems(kube, model, tenant, options, existing):
         raise ModelRefused(f"{model.name} does not fit tenant {tenant.name!r}'s quota (nothing was applied):\n  "
                            + "\n  ".join(problems))
-    applied = kube.apply(isvc, field_manager=FIELD_MANAGER)
+    try:
+        applied = kube.apply(isvc, field_manager=FIELD_MANAGER)
+    except KubeError as exc:
+        if "failed calling webhook" not in str(exc):
+            raise
+        # A KServe install interrupted before its controller came up leaves its webhook
+        # configurations calling a service with no endpoints: every InferenceService is refused.
+        raise ModelRefused(
+            f"{model.name}: KServe's admission webhook did not answer, so nothing was applied. Its service "
+            "(kserve/kserve-webhook-server-service) has no ready endpoints, as an interrupted install leaves it. "
+            f"Repair: `{invoke('bootstrap')}` (the kserve phase removes orphaned webhook configurations and waits "
+            f"for the webhook); `{invoke('status')}` shows the kserve phase.\n  API server: {exc}") from exc
     ready = False
     if wait:
         applied = wait_ready(kube, ref, timeout_s=timeout_s, context=context)

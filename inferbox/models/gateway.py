@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from inferbox.bootstrap.providers import GATEWAY_HTTP_PORT
 from inferbox.config import Provider, Settings
 from inferbox.errors import InferboxError
+from inferbox.hints import invoke
 from inferbox.k8s import Kube, ObjectRef
 from inferbox.local import client
 from inferbox.models.catalog import ModelSpec
@@ -40,11 +41,12 @@ def model_host(kube: Kube, name: str, namespace: str) -> str:
     isvc = kube.get(ObjectRef("serving.kserve.io/v1beta1", "InferenceService", name, namespace))
     if isvc is None:
         raise InferboxError(f"no InferenceService {namespace}/{name}: run "
-                            f"`invoke deploy-model {name} --target cluster --tenant {namespace}` first")
+                            f"`{invoke(f'deploy-model {name} --target cluster --tenant {namespace}')}` first")
     url = (isvc.get("status") or {}).get("url")
     if not url:
         raise InferboxError(f"InferenceService {namespace}/{name} has no URL yet (not Ready): "
-                            f"`invoke deploy-model {name} --target cluster --tenant {namespace} --wait` explains why")
+                            f"`{invoke(f'deploy-model {name} --target cluster --tenant {namespace} --wait')}` "
+                            "explains why")
     host = urlsplit(url).hostname
     assert host, url
     return host
@@ -100,7 +102,7 @@ def call(port: int, host: str, token: str, calls: list[tuple[str, str, dict[str,
         except OSError as exc:
             raise client.PredictError(f"{protocol} {host}{path} via 127.0.0.1:{port}: {exc}") from exc
         if not answer.ok:
-            hint = {401: " (token rejected: run `invoke tenants-apply` after `invoke keys`)",
+            hint = {401: f" (token rejected: run `{invoke('tenants-apply')}` after `{invoke('keys')}`)",
                     403: " (the tenant's AuthorizationPolicy refused this caller)"}.get(answer.status, "")
             raise client.PredictError(f"{protocol} {host}{path}: HTTP {answer.status}{hint}: {answer.body}")
         done.append(GatewayCall(protocol, path, answer))

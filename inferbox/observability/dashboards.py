@@ -27,6 +27,7 @@ from rich.table import Table
 
 from inferbox.config import Settings
 from inferbox.errors import InferboxError
+from inferbox.hints import invoke
 from inferbox.k8s import Kube, ObjectRef
 from inferbox.observability.manifests import MONITORING_PHASE, dashboard_files, full_plan
 from inferbox.observability.promql import Expression
@@ -249,7 +250,7 @@ def grafana_login(kube: Kube, namespace: str, secret: str) -> GrafanaLogin:
     obj = kube.get(ObjectRef("v1", "Secret", secret, namespace))
     if obj is None:
         raise InferboxError(f"Grafana's admin Secret {namespace}/{secret} does not exist: is the monitoring "
-                            "phase installed? (`invoke status`, `invoke bootstrap`)")
+                            f"phase installed? (`{invoke('status')}`, `{invoke('bootstrap')}`)")
     data = obj.get("data") or {}
     values = {}
     for key in ("admin-user", "admin-password"):
@@ -273,7 +274,7 @@ def service_backend(kube: Kube, namespace: str, service: str, port: int) -> tupl
     svc = kube.get(ObjectRef("v1", "Service", service, namespace))
     if svc is None:
         raise InferboxError(f"service {namespace}/{service} does not exist: is the monitoring phase installed? "
-                            "(`invoke status`)")
+                            f"(`{invoke('status')}`)")
     spec = svc.get("spec") or {}
     ports = spec.get("ports") or []
     chosen = next((p for p in ports if p.get("port") == port), ports[0] if len(ports) == 1 else None)
@@ -286,7 +287,7 @@ def service_backend(kube: Kube, namespace: str, service: str, port: int) -> tupl
     pods = sorted((p for p in kube.list("v1", "Pod", namespace, label_selector=selector) if _pod_ready(p)),
                   key=lambda p: str(p["metadata"]["name"]))
     if not pods:
-        raise InferboxError(f"no ready pod behind service {namespace}/{service}: see `invoke status`")
+        raise InferboxError(f"no ready pod behind service {namespace}/{service}: see `{invoke('status')}`")
     pod = pods[0]
     if isinstance(target, int) or str(target).isdigit():
         return str(pod["metadata"]["name"]), int(target)

@@ -115,7 +115,7 @@ def ensure_built(pin: ObservabilityPin, *, runner: Runner | None = None, cache_d
     home = cache_dir / f"{BINARY_NAME}-{digest}"
     binary = home / BINARY_NAME
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with file_lock(cache_dir / f".{BINARY_NAME}-{digest}.lock"):
+    with file_lock(cache_dir / f".{BINARY_NAME}-{digest}.lock", what=f"the {BINARY_NAME} build {digest}"):
         if os.access(binary, os.X_OK):
             return binary
         tmp = Path(tempfile.mkdtemp(prefix=f".{BINARY_NAME}-{digest}-", dir=cache_dir))

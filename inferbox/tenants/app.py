@@ -17,6 +17,7 @@ from rich.table import Table
 
 from inferbox.config import Settings
 from inferbox.errors import ConfigError, InferboxError
+from inferbox.hints import invoke
 from inferbox.k8s import Kube
 from inferbox.models.hosts import ingress_naming
 from inferbox.tenants import isolation
@@ -106,7 +107,7 @@ def tenants_apply(settings: Settings, console: Console, *, tenant: str | None = 
     console.print(report.summary(), highlight=False)
     for orphan in report.orphans:
         console.print(f"[yellow]tenant {orphan!r} has a namespace but no tenant file: "
-                      f"`invoke tenant-delete {orphan}` removes it[/]")
+                      f"`{invoke(f'tenant-delete {orphan}')}` removes it[/]")
     return report
 
 
@@ -133,7 +134,7 @@ def tenant_delete(settings: Settings, console: Console, name: str, *, confirmed:
     for path in tenant_files(directory or tenants_dir(settings)):
         if path.stem == name:
             console.print(f"[yellow]{path.name} still declares {name!r}: remove it, or the next "
-                          "`invoke tenants-apply` creates the tenant again[/]")
+                          f"`{invoke('tenants-apply')}` creates the tenant again[/]")
     return report
 
 
@@ -214,7 +215,8 @@ def manage_keys(settings: Settings, console: Console, *, rotate: bool = False, r
         store.retire(retire)
         console.print(f"retired {retire}")
     if rotate or retire or created:
-        console.print("run `invoke tenants-apply` to publish the key set to the tenants' RequestAuthentication")
+        console.print(f"run `{invoke('tenants-apply')}` to publish the key set to the tenants' "
+                      "RequestAuthentication")
     keys = store.list_keys()
     console.print(keys_table(keys))
     if show_jwks:

@@ -34,6 +34,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
 from inferbox.errors import ConfigError, InferboxError
+from inferbox.hints import invoke
 
 ALGORITHM = "ES256"
 CURVE = "P-256"
@@ -111,7 +112,7 @@ class KeyStore:
 
     def _read(self) -> dict[str, Any]:
         if not self.exists():
-            raise KeyringError(f"no signing key in {self.directory}: run `invoke keys` first")
+            raise KeyringError(f"no signing key in {self.directory}: run `{invoke('keys')}` first")
         mode = stat.S_IMODE(self.path.stat().st_mode)
         if mode & 0o077:
             # Like ssh with a private key file others can read: refuse rather than use it.
@@ -170,7 +171,7 @@ class KeyStore:
         """Stop publishing a previous key: tokens it signed are refused from the next apply on."""
         data = self._read()
         if kid == data["active"]:
-            raise KeyringError(f"{kid} is the active signing key: rotate first (`invoke keys --rotate`)")
+            raise KeyringError(f"{kid} is the active signing key: rotate first (`{invoke('keys --rotate')}`)")
         remaining = [k for k in data["keys"] if k["kid"] != kid]
         if len(remaining) == len(data["keys"]):
             known = ", ".join(k["kid"] for k in data["keys"])

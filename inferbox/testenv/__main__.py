@@ -5,6 +5,7 @@ or run a control plane until Ctrl-C."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -74,7 +75,12 @@ def _prepare(versions: Path) -> None:
     root = versions.parent
     env = PredictorEnv(root / ".inferbox" / "local" / "venv", root / "models" / "local-predictor",
                        kserve_requirement(pins.charts.kserve.version))
+    skip_torch = os.environ.get("INFERBOX_SKIP_TORCH") == "1"
     for server in SERVER_REQUIREMENTS:
+        if skip_torch and "torch" in SERVER_REQUIREMENTS[server]:
+            _log(f"local predictor environment for {server}: skipped (INFERBOX_SKIP_TORCH=1; PyTorch with CUDA is "
+                 "about 5 GiB): run the tests with -m 'not torch'")
+            continue
         installed = env.ensure(server, ShellRunner())
         _log(f"local predictor environment for {server}: " + (f"installed {installed}" if installed else "ready"))
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inferbox.locks import file_lock
+from inferbox.locks import file_lock, heartbeat
 from inferbox.testenv.pins import TestenvPins
 
 __all__ = [
@@ -139,7 +139,7 @@ def ensure_binaries(pins: TestenvPins, cache_dir: Path | None = None, log: Log =
     digest = build_digest(pins, module_dir)
     root = cache_dir / digest
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with file_lock(cache_dir / f".{digest}.lock"):
+    with file_lock(cache_dir / f".{digest}.lock", what=f"the test control plane build {digest}", log=log):
         if found := _load_stamped(root, digest):
             log(f"testenv binaries: cached in {root}")
             return found
@@ -228,7 +228,9 @@ def _build_all(pins: TestenvPins, out: Path, module_dir: Path, jobs: int, log: L
 def _timed(log: Log, what: str, step: Callable[[], None]) -> float:
     log(f"building {what} ...")
     t0 = time.monotonic()
-    step()
+    # A cold build of the Kubernetes binaries takes minutes: never silent for long.
+    with heartbeat(log, lambda s: f"still building {what} ({s:.0f} s)"):
+        step()
     took = time.monotonic() - t0
     log(f"built {what} in {took:.0f} s")
     return took

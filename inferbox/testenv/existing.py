@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from inferbox.hints import invoke
 from inferbox.testenv.crds import CrdInstaller
 
 
@@ -24,7 +25,7 @@ class ExistingCluster(CrdInstaller):
         kubectl, helm = shutil.which("kubectl"), shutil.which("helm")
         if kubectl is None or helm is None:
             raise ExistingClusterError("kubectl and helm must be on PATH to test an existing cluster "
-                                       "(`invoke tools` installs them into .inferbox/bin)")
+                                       f"(`{invoke('tools')}` installs them into .inferbox/bin)")
         self.kubectl_path, self.helm_path = Path(kubectl), Path(helm)
         # One flattened, single-context kubeconfig: every tool and client then needs no --context.
         argv = [kubectl, "config", "view", "--minify", "--flatten", *([f"--context={context}"] if context else [])]

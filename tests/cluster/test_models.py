@@ -16,7 +16,7 @@ from kubernetes import client
 
 from inferbox import PROJECT_ROOT
 from inferbox.errors import InferboxError
-from inferbox.k8s import Kube
+from inferbox.k8s import Kube, ObjectRef
 from inferbox.models.catalog import Catalog, default_catalog_path, load_catalog
 from inferbox.models.deploy import (
     ModelNotReady,
@@ -182,3 +182,35 @@ def test_unknown_model_is_an_error(kube: Kube, catalog: Catalog, renderer: Rende
                                    make_namespace: Callable[[str], str]) -> None:
     with pytest.raises(InferboxError, match="no model 'nope'"):
         deploy_model(kube, catalog, "nope", tenant_in(make_namespace("m")), renderer)
+
+
+def test_a_webhook_left_by_an_interrupted_kserve_install_is_named_with_its_repair(
+        kube: Kube, catalog: Catalog, renderer: Renderer, namespace: str) -> None:
+    """KServe's webhook configuration calling a service with no endpoints refuses every
+    InferenceService; deploy-model says why and which command repairs it, not a bare 500."""
+    name = f"inferenceservice-{namespace}"
+    kube.create({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [{"name": f"inferenceservice.{namespace}.serving.kserve.io", "admissionReviewVersions": ["v1"],
+                      "sideEffects": "None", "failurePolicy": "Fail",
+                      "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                      "clientConfig": {"service": {"namespace": namespace, "name": "kserve-webhook-server-service",
+                                                   "port": 443}},
+                      "rules": [{"apiGroups": ["serving.kserve.io"], "apiVersions": ["v1beta1"],
+                                 "operations": ["CREATE", "UPDATE"], "resources": ["inferenceservices"]}]}]})
+    try:
+        def refused() -> str | None:
+            try:
+                deploy_model(kube, catalog, "sklearn-iris", tenant_in(namespace, "sklearn-iris"), renderer)
+            except ModelRefused as exc:
+                return str(exc)
+            undeploy_model(kube, "sklearn-iris", tenant_in(namespace, "sklearn-iris"))  # not enforced yet
+            return None
+
+        message = wait_for(refused, timeout=30, what=f"the API server to call webhook {name}")
+        assert "KServe's admission webhook did not answer, so nothing was applied" in message
+        assert "`invoke bootstrap`" in message and "failed calling webhook" in message
+        assert kube.get(isvc_ref("sklearn-iris", namespace)) is None
+    finally:
+        kube.delete(ObjectRef("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", name))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from dataclasses import replace
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from inferbox import PROJECT_ROOT, hints
+from inferbox.bootstrap.app import BootstrapBlocked
 from inferbox.bootstrap.doctor import (
     DOCKER_CHECK,
     GIB,
@@ -19,17 +22,22 @@ from inferbox.bootstrap.doctor import (
     Status,
     blocking_failures,
     checks_table,
+    go_required,
     no_cluster_message,
     probe_host,
     profile_for,
     resolve_gpu,
     run_checks,
 )
+from inferbox.bootstrap.phases import build_plan
 from inferbox.config import GpuMode, Provider, Settings, ToolPin, Tools, Versions
+from inferbox.hints import invoke
+from inferbox.observability.promql import find_go
 from inferbox.runner import RecordingRunner, Reply, RetryPolicy, ShellRunner
 from inferbox.tools import Toolbox
 from inferbox.tools.docker import EngineInfo
 from inferbox.tools.nvidia import Gpu, GpuReport, NvidiaSmi, parse_gpus
+from inferbox.ui import plan_table
 
 # Test fixtures only, not the versions pinned in versions.toml.
 PINS = {"kind": "0.99.1", "minikube": "1.99.0", "helm": "9.8.7", "kubectl": "1.99.3"}
@@ -42,8 +50,9 @@ def versions() -> Versions:
     return Versions.model_construct(tools=Tools.model_construct(**tools))
 
 
-def settings(tmp_path: Path, *, provider: Provider = Provider.KIND, gpu: GpuMode = GpuMode.AUTO) -> Settings:
-    return Settings(root=tmp_path, versions=versions(), provider=provider, gpu=gpu, bin_dir=tmp_path / "bin")
+def settings(tmp_path: Path, *, provider: Provider = Provider.KIND, gpu: GpuMode = GpuMode.AUTO,
+             root: Path | None = None) -> Settings:
+    return Settings(root=root or tmp_path, versions=versions(), provider=provider, gpu=gpu, bin_dir=tmp_path / "bin")
 
 
 def healthy(**changes: object) -> HostFacts:
@@ -60,6 +69,8 @@ def healthy(**changes: object) -> HostFacts:
         nvidia=GpuReport(found=True, gpus=(Gpu("NVIDIA H100 80GB HBM3", 81559),)),
         nvidia_ctk="/usr/bin/nvidia-ctk",
         nvidia_volume_mounts=True,
+        go="99.0.0",
+        npm="11.0.0",
     )
     return replace(facts, **changes)
 
@@ -138,7 +149,7 @@ def test_tool_version_drift_warns_and_points_at_invoke_tools(tmp_path) -> None:
     assert not check.blocking
     assert "v1.32.4-dispatcher" in check.detail
     assert f"v{PINS['kubectl']}" in check.detail
-    assert check.fix == "invoke tools"
+    assert check.fix == invoke("tools")
 
 
 def test_missing_required_tool_blocks_but_missing_kubectl_only_warns(tmp_path) -> None:
@@ -147,7 +158,7 @@ def test_missing_required_tool_blocks_but_missing_kubectl_only_warns(tmp_path) -
 
     assert checks["tool helm"].status is Status.FAIL
     assert checks["tool helm"].blocking
-    assert checks["tool helm"].fix == "invoke tools"
+    assert checks["tool helm"].fix == invoke("tools")
     assert checks["tool kubectl"].status is Status.WARN
     assert not checks["tool kubectl"].blocking
 
@@ -291,15 +302,48 @@ def test_gpu_modes_resolve(tmp_path) -> None:
 # --- presentation ------------------------------------------------------------------------------
 
 
-def test_checks_table_shows_status_found_and_fix(tmp_path) -> None:
-    console = Console(record=True, width=250)
-    console.print(checks_table(run_checks(healthy(docker=NO_DOCKER), settings(tmp_path))))
-    text = console.export_text()
+def render(renderable: object, width: int) -> str:
+    """As the tasks print it: a plain console (a pipe, a CI log) of the given width."""
+    console = Console(record=True, width=width, force_terminal=False, color_system=None, file=io.StringIO())
+    console.print(renderable, soft_wrap=True)
+    return console.export_text()
 
-    for header in ("check", "status", "found", "fix"):
-        assert header in text
-    assert "fail (blocking)" in text
-    assert "sudo systemctl start docker" in text
+
+@pytest.fixture
+def venv_hints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands in messages as a user without an activated venv sees them (fixed for the goldens)."""
+    monkeypatch.setattr(hints, "invoke_program", lambda: ".venv/bin/invoke")
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_doctor_and_blocked_bootstrap_never_cut_a_fix(tmp_path, golden, venv_hints, width: int) -> None:
+    checks = run_checks(healthy(docker=NO_DOCKER, inotify_max_user_watches=8192, tools={**healthy().tools,
+                                                                                     "kind": None}),
+                        settings(tmp_path, root=PROJECT_ROOT))
+    text = render(checks_table(checks), width)
+    golden(f"doctor/doctor-{width}.txt", text)
+    blocked = BootstrapBlocked(no_cluster_message(checks), checks_table(checks))
+    shown = render(blocked.table, width) + render(f"error: {blocked}", width)
+    golden(f"doctor/bootstrap-blocked-{width}.txt", shown)
+    for output in (text, shown):
+        assert "…" not in output
+        lines = output.splitlines()
+        for check in checks:
+            if check.fix:  # every fix whole, on one line, copyable
+                assert any(check.fix in line for line in lines), check.fix
+    assert ".venv/bin/invoke bootstrap --provider existing --context <ctx>" in shown
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_plan_never_splits_a_word(make_settings, golden, width: int) -> None:
+    plan = build_plan(make_settings(knative=True), gpu=True)
+    text = render(plan_table(plan), width)
+    golden(f"doctor/plan-{width}.txt", text.replace(str(PROJECT_ROOT), "<root>"))
+    assert "…" not in text
+    for phase in plan.phases:
+        assert any(phase.chart.chart in line for line in text.splitlines()), phase.chart.chart
+        for check in phase.checks:
+            assert any(check.short() in line for line in text.splitlines()), check.short()
 
 
 # --- probing -----------------------------------------------------------------------------------
@@ -333,6 +377,8 @@ def test_probe_host_wiring_with_recorded_commands(tmp_path) -> None:
         ("helm", "version"): Reply("v9.8.7"),
         ("kubectl", "version"): Reply(json.dumps({"clientVersion": {"gitVersion": "v1.99.3"}})),
         ("nvidia-smi",): Reply("NVIDIA L4, 23034 MiB\n"),
+        (find_go() or "go", "version"): Reply("go version go1.26.8 linux/amd64\n"),
+        ("npm", "--version"): Reply("11.19.1\n"),
     }, strict=True, dry_run=False)
     config = settings(tmp_path)
 
@@ -347,6 +393,7 @@ def test_probe_host_wiring_with_recorded_commands(tmp_path) -> None:
     assert facts.nvidia.gpus == (Gpu("NVIDIA L4", 23034),)
     assert facts.nvidia_volume_mounts is True
     assert facts.disk_free is not None and facts.disk_free > 0
+    assert (facts.go, facts.npm) == ("1.26.8", "11.19.1")
 
 
 @pytest.mark.skipif(shutil.which("docker") is None, reason="the docker client is not installed here")
@@ -366,3 +413,18 @@ def test_probe_host_on_this_machine(tmp_path) -> None:
     checks = run_checks(facts, config)
     assert by_name(checks)[DOCKER_CHECK] in blocking_failures(checks)
     assert "none is reachable here" in no_cluster_message(checks)
+
+
+def test_go_and_npm_are_checked_against_what_the_test_builds_need(tmp_path) -> None:
+    need = go_required(PROJECT_ROOT)
+    assert need is not None
+    mods = [(PROJECT_ROOT / "testenv" / "kube" / "go.mod").read_text(),
+            (PROJECT_ROOT / "tools" / "promql-check" / "go.mod").read_text()]
+    assert any(f"\ngo {need}\n" in mod for mod in mods)  # the newest go directive of the two modules
+    checks = by_name(run_checks(healthy(go=None, npm=None), settings(tmp_path, root=PROJECT_ROOT)))
+    assert checks["go"].status is Status.WARN and not checks["go"].blocking
+    assert checks["go"].fix == f"install Go {need} or newer (https://go.dev/dl/), then check `go version`"
+    assert checks["npm"].status is Status.WARN and "apt-get install npm" in checks["npm"].fix
+    old = by_name(run_checks(healthy(go="1.20.1"), settings(tmp_path, root=PROJECT_ROOT)))["go"]
+    assert old.status is Status.WARN and old.detail.startswith("found 1.20.1; Go ")
+    assert by_name(run_checks(healthy(), settings(tmp_path, root=PROJECT_ROOT)))["go"].status is Status.OK

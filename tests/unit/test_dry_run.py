@@ -58,3 +58,11 @@ def test_existing_provider_creates_nothing(make_settings, root: Path) -> None:
     assert not any(line.startswith(("kind ", "minikube ")) for line in lines)
     assert all("--kube-context my-ctx" in line for line in lines
                if line.startswith("helm ") and not line.startswith("helm pull "))
+
+
+def test_a_dry_run_prints_its_transcript_alone(make_settings) -> None:
+    """No progress lines in a dry run: nothing was installed, so nothing may say so."""
+    out = io.StringIO()
+    result = app.bootstrap(make_settings(dry_run=True, gpu="on", knative=True), Console(file=out, width=80))
+    assert out.getvalue() == ""
+    assert not any("installed" in line or line.startswith("phase-") for line in result.transcript)

@@ -98,6 +98,7 @@ def test_stale_pid_is_detected_and_replaced(target: LocalTarget) -> None:
     assert target.predict("sklearn-iris").v1_predictions == [1, 1]  # the catalog's example input
 
 
+@pytest.mark.torch
 def test_neural_model_predicts_on_this_machines_device(target: LocalTarget) -> None:
     outcome = target.deploy("iris-mlp")
     prediction = target.predict("iris-mlp", IRIS)
