@@ -31,8 +31,8 @@ def upstream_crds_dir() -> Path:
     """The upstream CRD folder, or skip saying how to get one (fail in CI)."""
     if (found := upstream_crds()) is not None:
         return found
-    why = (f"no upstream CRDs: not in $INFERBOX_CRDS, {SHARED_CRDS} or {BUNDLE_CRDS}; `invoke bundle` writes the "
-           "pinned charts' CRDs to .inferbox/bundle/crds (or set INFERBOX_CRDS to a folder of CRD manifests)")
+    why = (f"no upstream CRDs: not in $INFERBOX_CRDS, {SHARED_CRDS} or {BUNDLE_CRDS}; `.venv/bin/invoke bundle` "
+           "writes the pinned charts' CRDs to .inferbox/bundle/crds (or set INFERBOX_CRDS to a folder of CRD manifests)")
     if os.environ.get("INFERBOX_TESTENV_REQUIRED") == "1":
         pytest.fail(why)
     pytest.skip(why)
@@ -65,7 +65,7 @@ def helm_cli() -> Path:
         return found.helm
     if on_path := shutil.which("helm"):
         return Path(on_path)
-    why = "no helm: run `.venv/bin/python -m inferbox.testenv build` (or `invoke tools`) first"
+    why = "no helm: run `.venv/bin/python -m inferbox.testenv build` (or `.venv/bin/invoke tools`) first"
     if os.environ.get("INFERBOX_TESTENV_REQUIRED") == "1":
         pytest.fail(why)
     pytest.skip(why)

@@ -46,7 +46,7 @@ def testenv_binaries(request: pytest.FixtureRequest) -> BinarySet:
     if "1" not in (os.environ.get("INFERBOX_TESTENV_BUILD"), os.environ.get("INFERBOX_TESTENV_REQUIRED")):
         pytest.skip(
             f"testenv binaries not built (pins digest {build_digest(pins)}, cache {default_cache_dir()}): "
-            "run `python -m inferbox.testenv build` (several minutes, once) or set INFERBOX_TESTENV_BUILD=1"
+            "run `.venv/bin/python -m inferbox.testenv build` (several minutes, once) or set INFERBOX_TESTENV_BUILD=1"
         )
     return ensure_binaries(pins, log=lambda msg: print(f"[testenv] {msg}"))
 
