@@ -32,7 +32,7 @@ def upstream_crds_dir() -> Path:
     if (found := upstream_crds()) is not None:
         return found
     why = (f"no upstream CRDs: not in $INFERBOX_CRDS, {SHARED_CRDS} or {BUNDLE_CRDS}; `.venv/bin/invoke bundle` "
-           "writes the pinned charts' CRDs to .inferbox/bundle/crds (or set INFERBOX_CRDS to a folder of CRD manifests)")
+           "writes the pinned charts' CRDs to .inferbox/bundle/crds (or set INFERBOX_CRDS to a folder of CRDs)")
     if os.environ.get("INFERBOX_TESTENV_REQUIRED") == "1":
         pytest.fail(why)
     pytest.skip(why)
