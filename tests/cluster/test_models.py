@@ -16,6 +16,7 @@ from kubernetes import client
 
 from inferbox import PROJECT_ROOT
 from inferbox.errors import InferboxError
+from inferbox.hints import invoke
 from inferbox.k8s import Kube, ObjectRef
 from inferbox.models.catalog import Catalog, default_catalog_path, load_catalog
 from inferbox.models.deploy import (
@@ -210,7 +211,7 @@ def test_a_webhook_left_by_an_interrupted_kserve_install_is_named_with_its_repai
 
         message = wait_for(refused, timeout=30, what=f"the API server to call webhook {name}")
         assert "KServe's admission webhook did not answer, so nothing was applied" in message
-        assert "`invoke bootstrap`" in message and "failed calling webhook" in message
+        assert f"`{invoke('bootstrap')}`" in message and "failed calling webhook" in message
         assert kube.get(isvc_ref("sklearn-iris", namespace)) is None
     finally:
         kube.delete(ObjectRef("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", name))

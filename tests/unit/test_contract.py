@@ -10,6 +10,7 @@ by `invoke charts-verify` (see the README), never copied into the tests.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import yaml
 from inferbox.bootstrap import contract
 from inferbox.bootstrap.charts import load_chart, unknown_values
 from inferbox.bootstrap.plan import CheckKind, ClusterStep, HealthCheck, Phase, Plan
+from inferbox.hints import invoke
 from inferbox.models.hosts import IngressNaming
 from inferbox.runner import ShellRunner
 from inferbox.tools.helm import ChartSource, Helm
@@ -272,7 +274,7 @@ def test_a_chart_that_fails_to_render_or_is_not_local_is_its_phases_problem(helm
                    chart_version="1.0.0", values_file=None)
     assert lines(check(helm, remote)) == [
         "remote: chart remote 1.0.0: oci://example.invalid/charts/remote is not a local chart: pull the pinned "
-        "charts first (`invoke bundle`)"]
+        f"charts first (`{invoke('charts-verify')}`)"]
 
 
 def test_parse_manifests_keeps_sources_and_reads_a_bare_equals_sign() -> None:
@@ -305,5 +307,5 @@ def test_images_come_from_pod_specs_arguments_and_json_config() -> None:
 
 def test_the_refusal_names_the_command_that_checks_the_same_charts_again() -> None:
     problem = contract.Problem("istiod", "values key pilot.x (helm-values/istiod.yaml)", "unknown")
-    with pytest.raises(contract.ContractError, match=r"then `invoke charts-verify --bundle /b`$"):
-        contract.ContractReport(problems=[problem]).raise_for_problems("invoke charts-verify --bundle /b")
+    with pytest.raises(contract.ContractError, match=rf"then `{re.escape(invoke('charts-verify --bundle /b'))}`$"):
+        contract.ContractReport(problems=[problem]).raise_for_problems("charts-verify --bundle /b")
