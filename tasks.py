@@ -45,7 +45,7 @@ def doctor(c: Context, provider: str | None = None, gpu: str | None = None, verb
         checks, _ = app.run_doctor(settings, app.make_runner(settings))
         cli.console.print(preflight.checks_table(checks), soft_wrap=True)
         if preflight.blocking_failures(checks):
-            raise cli.Exit("doctor: blocking problems found (see the fix column)", code=1)
+            raise cli.Exit("doctor: blocking problems found (see each failing check's fix)", code=1)
 
 
 @task(help={**{k: CLUSTER_HELP[k] for k in ("provider", "cluster_name", "context", "gpu", "knative", "monitoring")},

@@ -1,4 +1,4 @@
-"""Local predictor benchmark: cold start and throughput/latency of the local sklearn-iris predictor.
+"""Local predictor benchmark: cold start and throughput/latency of the local predictors (sklearn-iris, iris-mlp).
 
 * cold start: from `deploy` (process spawn; the environment and model artifact already exist) to
   the first successful V1 prediction, median of N runs (each stopped before the next);

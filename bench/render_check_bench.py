@@ -26,11 +26,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+from machine import measured  # bench/machine.py: the script's folder is on sys.path
+
 from inferbox import PROJECT_ROOT
 from inferbox.bootstrap import app
 from inferbox.bootstrap.phases import build_plan
 from inferbox.bootstrap.plan import Phase
 from inferbox.config import build_settings
+from inferbox.errors import InferboxError
 from inferbox.tools import resolve_binary
 
 
@@ -52,7 +55,13 @@ def main() -> int:
     args = parser.parse_args()
     settings = app.full_plan_settings(build_settings(PROJECT_ROOT, bundle=args.charts.resolve()))
     plan = build_plan(settings, gpu=True)
-    store, _ = app.open_store(settings, plan, pull=False)
+    try:
+        store, _ = app.open_store(settings, plan, pull=False)
+    except InferboxError as exc:
+        print(f"no charts to render in {args.charts}: {str(exc).splitlines()[0]}\n"
+              "`.venv/bin/invoke charts-verify` pulls them into .inferbox/charts (or pass --charts BUNDLE_DIR)",
+              file=sys.stderr)
+        return 2
     settings = replace(settings, chart_store=store.root)
     plan = build_plan(settings, gpu=True)
     helm = resolve_binary("helm", settings.bin_dir)
@@ -81,7 +90,7 @@ def main() -> int:
     def row(label: str, values: list[float]) -> str:
         return f"{label:44} min {min(values):6.2f}s  median {statistics.median(values):6.2f}s  max {max(values):6.2f}s"
 
-    print(f"{len(plan.phases)} phases from {store.root}, {args.runs} runs, helm {helm}")
+    print(f"{measured()}: {len(plan.phases)} phases from {store.root}, {args.runs} runs, helm {helm}")
     print(row("A inferbox render check (render+parse+check)", check_s))
     print(row("B helm template per phase, in parallel", helm_s))
     print(f"{'A/B median':44} x{statistics.median(check_s) / statistics.median(helm_s):.2f}")

@@ -32,7 +32,7 @@ def main() -> int:
 
     binaries = find_binaries(load_pins(ROOT / "versions.toml"))
     if binaries is None:
-        print("testenv binaries not built: run `python -m inferbox.testenv build` first", file=sys.stderr)
+        print("testenv binaries not built: run `.venv/bin/invoke testenv --build-only` first", file=sys.stderr)
         return 2
 
     starts, stops = [], []

@@ -18,8 +18,10 @@ from inferbox import PROJECT_ROOT
 from inferbox.config import Settings, build_settings
 from inferbox.errors import InferboxError
 
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: a message or a list line is printed whole (a terminal wraps it), never split by Rich
+# mid-command; tables are still laid out to the width (inferbox.ui.FitTable lists what does not fit).
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def settings(**flags: Any) -> Settings:

@@ -290,4 +290,8 @@ def build_settings(root: Path, **overrides: Any) -> Settings:
             except ValueError:
                 choices = ", ".join(m.value for m in enum)
                 raise ConfigError("command line", [(key, f"{defaults[key]!r} is not one of {choices}")]) from None
+    if defaults.get("provider") is Provider.EXISTING and not defaults.get("context"):
+        # Refused here, at the edge, before any task runs (bootstrap, plan, status, teardown alike).
+        raise ConfigError("command line", [("context", "--provider existing needs --context <kubeconfig context>: "
+                                                       "the cluster to install into")])
     return Settings(root=root, versions=versions, **defaults)

@@ -11,13 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from inferbox.config import Settings
 from inferbox.errors import ClusterError
 from inferbox.k8s import Kube
 from inferbox.testenv import BuildError, ControlPlane, ControlPlaneError, TestenvPins, ensure_binaries
 from inferbox.testenv.procs import wait_for_stop_signal
+from inferbox.ui import FitTable
 
 GPU = "nvidia.com/gpu"
 
@@ -28,8 +28,8 @@ def shared_crds(settings: Settings) -> Path | None:
     return folder if folder.is_dir() else None
 
 
-def nodes_table(kube: Kube) -> Table:
-    table = Table(title="embedded cluster nodes (simulated by kwok)")
+def nodes_table(kube: Kube) -> FitTable:
+    table = FitTable("embedded cluster nodes (simulated by kwok)")
     for column in ("node", "cpu", "memory", GPU, "taints"):
         table.add_column(column)
     for node in kube.list("v1", "Node"):

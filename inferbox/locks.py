@@ -21,7 +21,7 @@ Log = Callable[[str], None]
 REPORT_EVERY_S = 15.0
 
 
-def _stderr(message: str) -> None:
+def stderr_log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
@@ -45,7 +45,7 @@ def heartbeat(log: Log, message: Callable[[float], str], every_s: float = REPORT
 
 
 @contextmanager
-def file_lock(path: Path, *, what: str = "", log: Log = _stderr, every_s: float = REPORT_EVERY_S) -> Iterator[None]:
+def file_lock(path: Path, *, what: str = "", log: Log = stderr_log, every_s: float = REPORT_EVERY_S) -> Iterator[None]:
     """Hold ``path`` exclusively. A second holder waits, saying for what and for whom: the lock
     file names its holder (pid, since when, what), read when the lock is busy."""
     with open(path, "a+") as handle:

@@ -19,6 +19,7 @@ from typing import Protocol
 import sh
 
 from inferbox.errors import CommandError, CommandTimeout
+from inferbox.hints import invoke
 
 log = logging.getLogger("inferbox.runner")
 
@@ -43,6 +44,10 @@ TRANSIENT_ERRORS = (
     "too many requests",
     "503 service unavailable",
 )
+
+
+# The tools `invoke tools` installs (versions.toml [tools]); named in the "not found" error.
+PINNED_TOOLS = frozenset({"kind", "minikube", "helm", "kubectl"})
 
 
 @dataclass(frozen=True)
@@ -156,7 +161,10 @@ class ShellRunner:
         try:
             program = sh.Command(command.argv[0])
         except sh.CommandNotFound:
-            raise CommandError(command.display(), None, "", reason=f"{command.argv[0]!r} not found on PATH") from None
+            hint = (f" (`{invoke('tools')}` installs the pinned one into .inferbox/bin)"
+                    if command.argv[0] in PINNED_TOOLS else "")
+            raise CommandError(command.display(), None, "",
+                               reason=f"{command.argv[0]!r} not found on PATH{hint}") from None
         try:
             proc = program(
                 *command.argv[1:],

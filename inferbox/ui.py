@@ -30,21 +30,31 @@ class FitTable:
     style a cell with :class:`~rich.text.Text`, kept in both layouts.
     """
 
-    def __init__(self, title: str, columns: Sequence[str], *, caption: str | None = None) -> None:
+    def __init__(self, title: str = "", columns: Sequence[str] = (), *, caption: str | None = None,
+                 markup: bool = False) -> None:
+        """``markup``: ``str`` cells are Rich markup (``"[green]ok[/]"``), for tables whose cells
+        are the project's own words; leave it off where a cell may hold a command or a path."""
         self.title = title
         self.columns = list(columns)
+        self.justify: dict[str, str] = {}
         self.caption = caption
+        self.markup = markup
         self.rows: list[list[Cell]] = []
+
+    def add_column(self, name: str, *, justify: str = "left") -> None:
+        """As Rich's Table.add_column; ``justify`` applies where the table layout is used."""
+        self.columns.append(name)
+        self.justify[name] = justify
 
     def add_row(self, *cells: Cell) -> None:
         if len(cells) != len(self.columns):
             raise ValueError(f"{self.title}: {len(cells)} cells for {len(self.columns)} columns")
-        self.rows.append(list(cells))
+        self.rows.append([Text.from_markup(c) if self.markup and isinstance(c, str) else c for c in cells])
 
     def table(self) -> Table:
         table = Table(title=self.title, caption=self.caption)
         for column in self.columns:
-            table.add_column(column, no_wrap=True)
+            table.add_column(column, no_wrap=True, justify=self.justify.get(column, "left"))  # type: ignore[arg-type]
         for row in self.rows:
             # Plain strings stay plain: a command's "[...]" is text, never Rich markup.
             table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in row))

@@ -45,6 +45,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--kube-context", default=None, help="context of --kubeconfig (default: its current one)")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """INFERBOX_SKIP_TORCH=1 (no 5 GiB PyTorch download): the tests that need it skip, saying so."""
+    if os.environ.get("INFERBOX_SKIP_TORCH") != "1":
+        return
+    skip = pytest.mark.skip(reason="INFERBOX_SKIP_TORCH=1: PyTorch (about 5 GiB from PyPI) is not installed")
+    for item in items:
+        if item.get_closest_marker("torch"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _printed_invoke(monkeypatch: pytest.MonkeyPatch) -> None:
     """Commands in messages name invoke as a fresh shell after ./quickstart does (inferbox.hints):

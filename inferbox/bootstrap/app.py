@@ -12,7 +12,6 @@ from typing import Any
 
 import yaml
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from inferbox.bootstrap import contract, doctor
@@ -242,19 +241,22 @@ def bootstrap(settings: Settings, console: Console, *, runner: Runner | None = N
     return BootstrapResult(plan=plan, outcomes=outcomes, cluster_created=created, transcript=transcript)
 
 
-def status(settings: Settings, console: Console, *, runner: Runner | None = None) -> Table:
-    """Installed phases, live chart versions against the pins (drift in red), readiness."""
+def status(settings: Settings, console: Console, *, runner: Runner | None = None) -> FitTable:
+    """Installed phases, live chart versions against the pins (drift in red), readiness.
+
+    Raises ClusterError (after the table, whose states then read "unknown") when the cluster
+    cannot be reached: nothing can be said to be installed or not."""
     runner = runner or make_runner(settings)
     plan = build_plan(settings, gpu=gpu_for_plan(settings))
     helm = Toolbox.from_settings(settings, runner).helm
+    unreachable: Exception | None = None
     try:
         kube: Kube | None = Kube.connect(context=settings.kube_context)
         console.print(f"cluster context {settings.kube_context}: Kubernetes {kube.server_version()} "
                       f"(pinned {settings.versions.kubernetes.version})")
     except (ClusterError, KubeError) as exc:
-        kube = None
-        console.print(f"[red]cluster context {settings.kube_context} unreachable:[/] {exc}")
-    table = Table(title="platform status")
+        kube, unreachable = None, exc
+    table = FitTable("platform status", markup=True)
     for column in ("phase", "release", "status", "chart version", "pinned", "ready"):
         table.add_column(column)
     for phase in plan.order():
@@ -265,9 +267,14 @@ def status(settings: Settings, console: Console, *, runner: Runner | None = None
         if kube is not None and release is not None:
             failing = [c.describe() for c in phase.checks if not is_ready_now(kube, c)]
             ready = "[green]yes[/]" if not failing else "[red]no[/]: " + "; ".join(failing)
-        table.add_row(phase.name, phase.release, release.status if release else "not installed",
-                      f"[red]{live}[/]" if drift else live, phase.chart_version, ready)
+        state = release.status if release else ("not installed" if kube else "unknown")
+        table.add_row(phase.name, phase.release, state, f"[red]{live}[/]" if drift else live, phase.chart_version,
+                      ready)
     console.print(table)
+    if unreachable is not None:
+        raise ClusterError(f"cluster context {settings.kube_context} unreachable ({unreachable}): "
+                           f"`{invoke('bootstrap')}` creates the platform's cluster; with your own, pass "
+                           "--provider existing --context CTX")
     return table
 
 

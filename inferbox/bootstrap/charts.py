@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from inferbox.config import ChartPin, Charts
-from inferbox.errors import ConfigError, InferboxError
+from inferbox.errors import CommandError, ConfigError, InferboxError
 from inferbox.hints import invoke
 from inferbox.tools.helm import ChartSource, Helm
 
@@ -105,23 +105,37 @@ class ChartStore:
         return [k for k in (keys or charts.keys()) if not self.path_for(charts.by_key(k)).is_file()]
 
     def pull(self, helm: Helm, charts: Charts, keys: Iterable[str] | None = None) -> list[str]:
-        """``helm pull`` every pinned chart not yet here; returns the keys pulled."""
+        """``helm pull`` every pinned chart not yet here; returns the keys pulled. A failed pull
+        names the chart and what to do without the registries, and leaves no empty store."""
         if self.bundle:
             raise ChartStoreError(f"{self.root} is a bundle: charts are never pulled into it")
         pulled = []
+        created = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
         for key in self.missing(charts, keys):
             pin = charts.by_key(key)
-            # Pull into an empty folder first, so a broken download never sits under the final name.
-            with tempfile.TemporaryDirectory(dir=self.root, prefix=".pull-") as tmp:
-                helm.pull(ChartSource(chart=pin.chart, version=pin.version, repo=pin.repo), Path(tmp))
-                got = sorted(Path(tmp).glob("*.tgz"))
-                if len(got) != 1:
-                    raise ChartStoreError(f"helm pull {pin.chart} {pin.version} wrote {[p.name for p in got]}, "
-                                          "expected one .tgz")
-                got[0].replace(self.path_for(pin))
+            try:
+                self._pull_one(helm, pin)
+            except CommandError as exc:
+                if created and not any(self.root.iterdir()):
+                    self.root.rmdir()
+                tail = exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else str(exc)
+                raise ChartStoreError(
+                    f"cannot pull {key} ({pin.chart} {pin.version}): {tail}\n"
+                    "where the chart registries cannot be reached, make a bundle on a machine that reaches them "
+                    f"(`{invoke('bundle --out DIR')}`), copy it here and pass --bundle DIR") from exc
             pulled.append(key)
         return pulled
+
+    def _pull_one(self, helm: Helm, pin: ChartPin) -> None:
+        # Pull into an empty folder first, so a broken download never sits under the final name.
+        with tempfile.TemporaryDirectory(dir=self.root, prefix=".pull-") as tmp:
+            helm.pull(ChartSource(chart=pin.chart, version=pin.version, repo=pin.repo), Path(tmp))
+            got = sorted(Path(tmp).glob("*.tgz"))
+            if len(got) != 1:
+                raise ChartStoreError(f"helm pull {pin.chart} {pin.version} wrote {[p.name for p in got]}, "
+                                      "expected one .tgz")
+            got[0].replace(self.path_for(pin))
 
     def record(self, charts: Charts, keys: Iterable[str] | None = None) -> list[str]:
         """Record the coordinates and sha256 of each present chart not recorded yet (and write the

@@ -297,7 +297,7 @@ def _test_tool_checks(facts: HostFacts, root: Path) -> list[Check]:
         npm = Check("npm", Status.WARN, f"not found; npm fetches the pinned kubectl and helm the tests run ({why})",
                     fix="install Node.js with npm (Debian/Ubuntu: sudo apt-get install npm; macOS: brew install node)")
     else:
-        npm = Check("npm", Status.OK, facts.npm)
+        npm = Check("npm", Status.OK, f"{facts.npm} (any version: it only fetches an npm package)")
     return [go, npm]
 
 
@@ -407,7 +407,8 @@ def _inotify_checks(facts: HostFacts) -> list[Check]:
         settings.append(f"fs.inotify.max_user_instances={INOTIFY_MIN_INSTANCES}")
     if not settings:
         return [Check("inotify", Status.OK, found)]
-    fix = f"sudo sysctl {' '.join(settings)} (persist: add the same lines to /etc/sysctl.d/99-inferbox.conf)"
+    fix = (f"sudo sysctl {' '.join(settings)} (to persist: put {', '.join(settings)} one per line in "
+           "/etc/sysctl.d/99-inferbox.conf)")
     return [Check("inotify", Status.WARN, f"{found}; a local cluster needs >= {INOTIFY_MIN_WATCHES} watches and "
                   f">= {INOTIFY_MIN_INSTANCES} instances (else pods fail with 'too many open files')", fix=fix)]
 

@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal, Protocol
 
-from rich.table import Table
-
 from inferbox.config import Settings, ToolPin, host_platform
 from inferbox.errors import InferboxError, ToolInstallError
 from inferbox.hints import invoke
@@ -37,6 +35,7 @@ from inferbox.tools.helm import Helm
 from inferbox.tools.kind import Kind
 from inferbox.tools.kubectl import Kubectl
 from inferbox.tools.minikube import Minikube
+from inferbox.ui import FitTable
 
 log = logging.getLogger("inferbox.bootstrap.toolinstall")
 
@@ -144,8 +143,8 @@ def _v(version: str) -> str:
     return "v" + version.removeprefix("v")
 
 
-def outcomes_table(outcomes: Sequence[ToolOutcome]) -> Table:
-    table = Table(title="inferbox tools")
+def outcomes_table(outcomes: Sequence[ToolOutcome]) -> FitTable:
+    table = FitTable("inferbox tools", markup=True)
     for column in ("tool", "version", "action", "path", "note"):
         table.add_column(column)
     for o in outcomes:

@@ -38,6 +38,7 @@ from inferbox.local.predictors import LocalTarget, local_target
 from inferbox.models.catalog import Catalog, ModelSpec, default_catalog_path, load_catalog
 from inferbox.models.hosts import ingress_naming
 from inferbox.runner import Runner, ShellRunner
+from inferbox.ui import FitTable
 
 TOKEN_MARGIN_S = 600  # a token outlives the run by this much (tokens live 24 h at most)
 
@@ -238,13 +239,12 @@ def finish(settings: Settings, run_dir: Path, selection: Selection, console: Con
 
 def profiles_table(settings: Settings, name: str | None = None) -> Any:
     """The profiles with their bounds, load, targets and SLOs (validating the file on the way)."""
-    from rich.table import Table
 
     from inferbox.load.profiles import format_duration
 
     profiles, shown = profiles_of(settings)
     chosen = [profiles.get(name, shown)] if name else list(profiles.profiles.values())
-    table = Table(title=shown)
+    table = FitTable(shown)
     for column in ("profile", "load", "bounds", "protocols", "models", "SLOs"):
         table.add_column(column)
     for p in chosen:

@@ -13,10 +13,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
 from inferbox.errors import ConfigError, InferboxError
 from inferbox.load.profiles import Profile, Slo
+from inferbox.ui import FitTable
 
 SUMMARY_FILE = "summary.json"
 SUMMARY_SCHEMA = 1
@@ -212,10 +211,10 @@ def _cell(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def summary_table(summary: dict[str, Any]) -> Table:
+def summary_table(summary: dict[str, Any]) -> FitTable:
     req = summary["requests"]
     pct = req.get("percentiles") or {}
-    table = Table(title=f"load test {summary['run']}", show_header=True)
+    table = FitTable(f"load test {summary['run']}")
     for column in ("requests", "failed", "error rate", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms"):
         table.add_column(column, justify="right")
     error_rate = req.get("error_rate")
@@ -225,11 +224,11 @@ def summary_table(summary: dict[str, Any]) -> Table:
     return table
 
 
-def metrics_table(summary: dict[str, Any]) -> Table | None:
+def metrics_table(summary: dict[str, Any]) -> FitTable | None:
     metrics = summary.get("custom_metrics") or {}
     if not metrics:
         return None
-    table = Table(title="custom metrics")
+    table = FitTable("custom metrics")
     for column in ("metric", "samples", "p50", "p95", "p99", "avg"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for name, block in sorted(metrics.items()):
@@ -239,8 +238,8 @@ def metrics_table(summary: dict[str, Any]) -> Table | None:
     return table
 
 
-def slo_table(summary: dict[str, Any]) -> Table:
-    table = Table(title=f"SLOs (profile {summary['profile']['name']})")
+def slo_table(summary: dict[str, Any]) -> FitTable:
+    table = FitTable(f"SLOs (profile {summary['profile']['name']})", markup=True)
     for column in ("SLO", "measures", "threshold", "observed", "verdict"):
         table.add_column(column)
     for v in verdicts_of(summary):
@@ -251,8 +250,8 @@ def slo_table(summary: dict[str, Any]) -> Table:
     return table
 
 
-def compare_table(rows: list[dict[str, Any]], before: str) -> Table:
-    table = Table(title=f"compared with {before}")
+def compare_table(rows: list[dict[str, Any]], before: str) -> FitTable:
+    table = FitTable(f"compared with {before}", markup=True)
     for column in ("metric", "before", "now", "change"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     style = {"better": "green", "worse": "red"}

@@ -14,11 +14,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from inferbox.locks import Log, heartbeat, stderr_log
 from inferbox.runner import Command, Runner
 
 # The requirement sets each local server needs (files under models/local-predictor/).
 SERVER_REQUIREMENTS = {"sklearn": ("base",), "torch-mlp": ("base", "torch")}
 INSTALL_TIMEOUT_S = 1800.0  # torch with its CUDA libraries is several GiB
+# Said before a big download starts (PyPI's Linux torch wheel bundles CUDA; there is no CPU wheel).
+SET_SIZES = {"torch": "PyTorch with CUDA, about 5 GiB on disk; INFERBOX_SKIP_TORCH=1 skips it for the tests"}
 
 
 def kserve_requirement(kserve_chart_version: str) -> str:
@@ -54,16 +57,21 @@ class PredictorEnv:
             return list(SERVER_REQUIREMENTS[server])
         return [name for name in SERVER_REQUIREMENTS[server] if not self._stamp(name).exists()]
 
-    def ensure(self, server: str, runner: Runner) -> list[str]:
-        """Create the venv and install what ``server`` needs; returns the sets installed now."""
+    def ensure(self, server: str, runner: Runner, log: Log = stderr_log) -> list[str]:
+        """Create the venv and install what ``server`` needs; returns the sets installed now.
+        Says what it installs, how big where it is big, and keeps reporting while pip runs."""
         todo = self.missing(server)
         if not todo:
             return []
         if not self.python.exists():
             runner.run(Command((sys.executable, "-m", "venv", str(self.venv)), timeout=300))
         for name in todo:
-            runner.run(Command((str(self.python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                                *self.requirement_lines(name)), timeout=INSTALL_TIMEOUT_S))
+            size = f", {SET_SIZES[name]}" if name in SET_SIZES else ""
+            log(f"installing the local predictors' {name} requirements into {self.venv} (pip{size}) ...")
+            with heartbeat(log, lambda s, name=name: f"still installing the {name} requirements ({s:.0f} s)", 30):
+                runner.run(Command((str(self.python), "-m", "pip", "install", "--quiet",
+                                    "--disable-pip-version-check", *self.requirement_lines(name)),
+                                   timeout=INSTALL_TIMEOUT_S))
             for old in self.venv.glob(f".inferbox-{name}-*"):
                 old.unlink()
             self._stamp(name).touch()

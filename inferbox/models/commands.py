@@ -11,8 +11,6 @@ import json
 from enum import StrEnum
 from typing import Any
 
-from rich.table import Table
-
 from inferbox.config import Settings
 from inferbox.errors import ConfigError, InferboxError
 from inferbox.k8s import Kube
@@ -24,6 +22,7 @@ from inferbox.models.render import DeploymentMode, RenderOptions
 from inferbox.render import Renderer
 from inferbox.runner import Runner, ShellRunner
 from inferbox.tenants.spec import load_tenants, select
+from inferbox.ui import FitTable
 
 
 class Target(StrEnum):
@@ -156,8 +155,8 @@ def rollback(settings: Settings, name: str, *, tenant: str | None, kube: Kube | 
     return f"{name}: rolled back (canaryTrafficPercent 0: all traffic on the previous revision)"
 
 
-def catalog_table(catalog: Catalog) -> Table:
-    table = Table(title="model catalog (models/catalog.yaml)")
+def catalog_table(catalog: Catalog) -> FitTable:
+    table = FitTable("model catalog (models/catalog.yaml)")
     for column in ("model", "runtime", "storage", "protocols", "GPUs", "CPU fallback", "local"):
         table.add_column(column)
     for model in catalog.models.values():

@@ -23,7 +23,6 @@ from typing import Any, Protocol
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from inferbox.config import Settings
 from inferbox.errors import InferboxError
@@ -31,6 +30,7 @@ from inferbox.hints import invoke
 from inferbox.k8s import Kube, ObjectRef
 from inferbox.observability.manifests import MONITORING_PHASE, dashboard_files, full_plan
 from inferbox.observability.promql import Expression
+from inferbox.ui import FitTable
 
 DATASOURCE_VAR = "datasource"
 DATASOURCE_REF = "${datasource}"
@@ -348,7 +348,7 @@ def open_dashboards(settings: Settings, console: Console, *, grafana_port: int =
                   for name, d in load_dashboards(settings.root).items()}
     session = DashboardsSession(grafana_url, prometheus_url, login, dashboards, forwards)
 
-    table = Table(title=f"inferbox observability ({settings.kube_context})", show_lines=False)
+    table = FitTable(f"inferbox observability ({settings.kube_context})")
     table.add_column("what")
     table.add_column("where")
     table.add_row("Grafana", grafana_url)

@@ -25,6 +25,7 @@ from inferbox.tenants.apply import SHARED, ApplyReport, Desired, Outcome, apply_
 from inferbox.tenants.keys import ISSUER, IssuedToken, KeyInfo, KeyStore, issue_token, parse_ttl
 from inferbox.tenants.render import pss_version, render_shared, render_tenant, to_yaml
 from inferbox.tenants.spec import Tenant, load_tenants, parse_tenant, select, tenant_files
+from inferbox.ui import FitTable
 from inferbox.validate import SchemaValidator
 
 _OUTCOME_STYLE = {Outcome.CREATED: "green", Outcome.CONFIGURED: "yellow", Outcome.PRUNED: "red",
@@ -80,8 +81,8 @@ def connect(settings: Settings) -> Kube:
     return Kube.connect(context=settings.kube_context)
 
 
-def report_table(report: ApplyReport, title: str = "tenants") -> Table:
-    table = Table(title=title)
+def report_table(report: ApplyReport, title: str = "tenants") -> FitTable:
+    table = FitTable(title, markup=True)
     for column in ("tenant", "object", "result", "detail"):
         table.add_column(column)
     for result in report.results:
@@ -190,8 +191,8 @@ def create_tenant(settings: Settings, console: Console, new: NewTenant, *, apply
     return path
 
 
-def keys_table(keys: Sequence[KeyInfo]) -> Table:
-    table = Table(title="signing keys (ES256)")
+def keys_table(keys: Sequence[KeyInfo]) -> FitTable:
+    table = FitTable("signing keys (ES256)", markup=True)
     for column in ("kid (RFC 7638 thumbprint)", "created", "status"):
         table.add_column(column)
     for key in keys:
@@ -241,8 +242,8 @@ def token_for(settings: Settings, *, tenant: str, subject: str | None = None, tt
     return issued, warning
 
 
-def isolation_table(probes: Sequence[isolation.Probe]) -> Table:
-    table = Table(title="verify-isolation")
+def isolation_table(probes: Sequence[isolation.Probe]) -> FitTable:
+    table = FitTable("verify-isolation", markup=True)
     for column in ("case", "token", "expected", "observed", ""):
         table.add_column(column)
     for p in probes:

@@ -79,7 +79,7 @@ def _prepare(versions: Path) -> None:
     for server in SERVER_REQUIREMENTS:
         if skip_torch and "torch" in SERVER_REQUIREMENTS[server]:
             _log(f"local predictor environment for {server}: skipped (INFERBOX_SKIP_TORCH=1; PyTorch with CUDA is "
-                 "about 5 GiB): run the tests with -m 'not torch'")
+                 "about 5 GiB): the tests marked torch skip")
             continue
         installed = env.ensure(server, ShellRunner())
         _log(f"local predictor environment for {server}: " + (f"installed {installed}" if installed else "ready"))

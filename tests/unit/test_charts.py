@@ -203,3 +203,15 @@ def test_bootstrap_refuses_a_bundle_that_fails_the_render_check_before_anything_
     assert any(p.startswith("kserve-runtimes: ClusterServingRuntime kserve-sklearnserver: models/catalog.yaml: "
                             "models.sklearn-iris.runtime needs it") for p in problems)
     assert runner.commands == []  # no cluster created, no helm install: the check came first
+
+
+def test_a_failed_pull_says_what_to_do_without_registries_and_leaves_no_empty_store(
+        tmp_path: Path, helm: Helm, chart_repo: str) -> None:
+    charts = loopback_charts(chart_repo, cert_manager=("no-such-chart", "1.0.0"))
+    store = ChartStore.open(tmp_path / "new-store")
+    with pytest.raises(ChartStoreError) as caught:
+        store.pull(helm, charts, ["cert-manager"])
+    message = str(caught.value)
+    assert message.startswith("cannot pull cert-manager (no-such-chart 1.0.0): ")
+    assert f"`{invoke('bundle --out DIR')}`), copy it here and pass --bundle DIR" in message
+    assert not (tmp_path / "new-store").exists()

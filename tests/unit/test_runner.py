@@ -84,3 +84,10 @@ def test_recording_runner_replies_by_longest_prefix_and_is_strict() -> None:
         runner.run(Command(("kind", "get", "clusters")))
     runner.note("wait: something")
     assert runner.lines()[-1] == "# wait: something"
+
+
+def test_a_missing_pinned_tool_names_the_task_that_installs_it(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH
+    with pytest.raises(CommandError, match=r"'kind' not found on PATH \(`\.venv/bin/invoke tools` installs the "
+                                           r"pinned one into \.inferbox/bin\)"):
+        ShellRunner().run(Command(("kind", "get", "clusters"), timeout=5, mutating=False))

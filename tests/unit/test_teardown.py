@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from rich.console import Console
 
 from inferbox.bootstrap import app
+from inferbox.errors import ClusterError
 from inferbox.runner import RecordingRunner, Reply
 
 
@@ -42,3 +44,16 @@ def test_existing_cluster_is_never_deleted(make_settings) -> None:
     runner = run(settings, {("helm", "uninstall"): Reply()})
     assert {c.argv[0] for c in runner.commands} == {"helm"}
     assert all(c.argv[c.argv.index("--kube-context") + 1] == "prod" for c in runner.commands)
+
+
+def test_status_of_an_unreachable_cluster_claims_nothing_and_fails(make_settings, tmp_path, monkeypatch) -> None:
+    """No cluster: every state is "unknown", not "not installed", and the task exits non-zero."""
+    empty = tmp_path / "kubeconfig"
+    empty.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
+    monkeypatch.setenv("KUBECONFIG", str(empty))
+    out = io.StringIO()
+    with pytest.raises(ClusterError, match=r"cluster context kind-inferbox unreachable .*`\.venv/bin/invoke "
+                                           r"bootstrap` creates the platform's cluster"):
+        app.status(make_settings(gpu="off"), Console(file=out, width=200), runner=RecordingRunner())
+    text = out.getvalue()
+    assert "unknown" in text and "not installed" not in text
