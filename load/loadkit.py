@@ -16,7 +16,11 @@ Bounds, enforced here whatever Locust is told:
 
 The master (or the single process) writes ``progress.json`` every second while the run lasts and
 ``locust-result.json`` at the end: request totals and percentiles over the real requests only,
-every endpoint, every custom metric. Custom metrics are sent through ``events.request`` with the
+every endpoint, every custom metric. The percentiles there are exact: every sample is kept at full
+precision (a run is bounded, so the samples are too; workers send theirs to the master with their
+stats), while Locust's own figures are rounded to about two significant digits (10 ms steps from
+100 ms, 100 ms steps from 1 s), which could pass an SLO the run broke. Locust's are kept beside
+them as ``percentiles_locust``. Custom metrics are sent through ``events.request`` with the
 request type ``METRIC`` (so Locust's CSV and HTML show them too) and are never counted as requests.
 """
 
@@ -201,6 +205,59 @@ def metric(environment: Environment, name: str, value: float) -> None:
                                     exception=None, context={})
 
 
+# -- exact samples -------------------------------------------------------------------------------
+@dataclass
+class Samples:
+    """Every response time (ms, as Locust measured it, unrounded) by series: "requests" (all real
+    requests), "endpoint:<method> <name>", "metric:<name>". A worker ships what it gathered since
+    its last report to the master, which gathers them all; which workers reported is kept too."""
+
+    series: dict[str, list[float]] = field(default_factory=dict)
+    workers: set[str] = field(default_factory=set)
+
+    def add(self, key: str, value: float) -> None:
+        self.series.setdefault(key, []).append(value)
+
+    def take(self) -> dict[str, list[float]]:
+        taken, self.series = self.series, {}
+        return taken
+
+    def merge(self, shipped: dict[str, list[float]]) -> None:
+        for key, values in shipped.items():
+            self.series.setdefault(key, []).extend(values)
+
+
+SAMPLES = Samples()
+
+
+def exact_percentile(values: list[float], fraction: float) -> float:
+    """The nearest-rank percentile: the smallest sample with at least ``fraction`` of all at or below it."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+@events.request.add_listener
+def _on_request(request_type: str, name: str, response_time: float | None, **_: Any) -> None:
+    if response_time is None:
+        return
+    if request_type == METRIC:
+        SAMPLES.add(f"metric:{name}", float(response_time))
+    else:
+        SAMPLES.add("requests", float(response_time))
+        SAMPLES.add(f"endpoint:{request_type} {name}", float(response_time))
+
+
+@events.report_to_master.add_listener
+def _ship_samples(client_id: str, data: dict[str, Any], **_: Any) -> None:
+    data["inferbox_samples"] = SAMPLES.take()
+
+
+@events.worker_report.add_listener
+def _gather_samples(client_id: str, data: dict[str, Any], **_: Any) -> None:
+    SAMPLES.workers.add(client_id)
+    SAMPLES.merge(data.get("inferbox_samples") or {})
+
+
 # -- bounds --------------------------------------------------------------------------------------
 @dataclass
 class RunControl:
@@ -283,8 +340,12 @@ def real_requests(environment: Environment) -> StatsEntry:
     return merged
 
 
-def entry_summary(entry: StatsEntry, duration_s: float) -> dict[str, Any]:
+def entry_summary(entry: StatsEntry, duration_s: float, samples: list[float] | None = None) -> dict[str, Any]:
+    """Totals and percentiles of one series; exact percentiles from ``samples`` when given."""
     completed = entry.num_requests - entry.num_none_requests
+    locust = {f"p{round(p * 100, 1):g}": entry.get_response_time_percentile(p) if completed else None
+              for p in PERCENTILES}
+    exact = {f"p{round(p * 100, 1):g}": exact_percentile(samples, p) for p in PERCENTILES} if samples else None
     return {
         "count": entry.num_requests,
         "failures": entry.num_failures,
@@ -293,8 +354,9 @@ def entry_summary(entry: StatsEntry, duration_s: float) -> dict[str, Any]:
         "min": entry.min_response_time,
         "max": entry.max_response_time if completed else None,
         "sum": entry.total_response_time,
-        "percentiles": {f"p{round(p * 100, 1):g}": entry.get_response_time_percentile(p) if completed else None
-                        for p in PERCENTILES},
+        "percentiles": exact or locust,
+        "percentiles_exact": exact is not None,
+        "percentiles_locust": locust,
         "avg_content_length": entry.avg_content_length,
     }
 
@@ -305,6 +367,7 @@ def result(environment: Environment, exit_code: int) -> dict[str, Any]:
     last = stats.last_request_timestamp or now
     duration = max(1e-9, last - stats.start_time)
     runner = environment.runner
+    series = SAMPLES.series
     return {
         "schema": 1,
         "started": stats.start_time,
@@ -313,11 +376,13 @@ def result(environment: Environment, exit_code: int) -> dict[str, Any]:
         "duration_s": duration,
         "exit_code": exit_code,
         "stop_reason": CONTROL.stop_reason or "run time reached (or the step shape ended)",
-        "workers": len(runner.clients) if isinstance(runner, MasterRunner) else 0,
-        "requests": entry_summary(real_requests(environment), duration),
-        "endpoints": {f"{e.method} {e.name}": entry_summary(e, duration)
+        # Workers have disconnected by now: count those that reported during the run.
+        "workers": len(SAMPLES.workers) if isinstance(runner, MasterRunner) else 0,
+        "requests": entry_summary(real_requests(environment), duration, series.get("requests")),
+        "endpoints": {f"{e.method} {e.name}": entry_summary(e, duration, series.get(f"endpoint:{e.method} {e.name}"))
                       for e in stats.entries.values() if e.method != METRIC},
-        "metrics": {e.name: entry_summary(e, duration) for e in stats.entries.values() if e.method == METRIC},
+        "metrics": {e.name: entry_summary(e, duration, series.get(f"metric:{e.name}"))
+                    for e in stats.entries.values() if e.method == METRIC},
         "errors": [{"method": e.method, "name": e.name, "error": str(e.error), "occurrences": e.occurrences}
                    for e in list(stats.errors.values())[:50]],
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -149,7 +150,7 @@ def full_check(settings: Settings) -> contract.ContractReport:
     return full
 
 
-def checked_plan(settings: Settings, *, gpu: bool, pull: bool, note: Any = None,
+def checked_plan(settings: Settings, *, gpu: bool, pull: bool, note: Callable[[str], Any] | None = None,
                  recorder: Helm | None = None) -> tuple[Settings, Plan, contract.ContractReport | None]:
     """The plan installing from verified local charts, after a passing render check.
 

@@ -62,21 +62,30 @@ def _percentile(block: dict[str, Any] | None, key: str) -> float | None:
     return None if value is None else float(value)
 
 
+def _source(block: dict[str, Any] | None) -> str:
+    """Which figure a percentile verdict used: exact (every sample) or Locust's rounded buckets."""
+    return "exact" if (block or {}).get("percentiles_exact") else "Locust's rounded"
+
+
 def judge(slo: Slo, summary: dict[str, Any]) -> list[Verdict]:
-    """Each threshold the profile sets, against what the run measured."""
+    """Each threshold the profile sets, against what the run measured. Percentiles are judged on
+    the exact figures (every sample, load/loadkit.py) and each verdict says which figure it used."""
     requests = summary["requests"]
     metrics = summary.get("custom_metrics") or {}
     count = requests.get("count") or 0
+    ttft, itl, rate = metrics.get(TTFT), metrics.get(ITL), metrics.get(TOKENS_PER_S)
     checks: list[tuple[str, str, float | None, float | None, str, bool]] = [
-        ("p50Ms", "median latency", slo.p50_ms, _percentile(requests, "p50"), "ms", False),
-        ("p95Ms", "p95 latency", slo.p95_ms, _percentile(requests, "p95"), "ms", False),
-        ("p99Ms", "p99 latency", slo.p99_ms, _percentile(requests, "p99"), "ms", False),
+        ("p50Ms", f"median latency ({_source(requests)})", slo.p50_ms, _percentile(requests, "p50"), "ms", False),
+        ("p95Ms", f"p95 latency ({_source(requests)})", slo.p95_ms, _percentile(requests, "p95"), "ms", False),
+        ("p99Ms", f"p99 latency ({_source(requests)})", slo.p99_ms, _percentile(requests, "p99"), "ms", False),
         ("maxErrorRate", "error rate", slo.max_error_rate, requests.get("error_rate") if count else None, "", False),
         ("minRps", "throughput", slo.min_rps, requests.get("rps") if count else None, "req/s", True),
-        ("ttftP95Ms", "p95 time to first token", slo.ttft_p95_ms, _percentile(metrics.get(TTFT), "p95"), "ms", False),
-        ("itlP95Ms", "p95 inter-token latency", slo.itl_p95_ms, _percentile(metrics.get(ITL), "p95"), "ms", False),
-        ("minTokensPerS", "median streaming rate", slo.min_tokens_per_s,
-         _percentile(metrics.get(TOKENS_PER_S), "p50"), "tokens/s", True),
+        ("ttftP95Ms", f"p95 time to first token ({_source(ttft)})", slo.ttft_p95_ms, _percentile(ttft, "p95"), "ms",
+         False),
+        ("itlP95Ms", f"p95 inter-token latency ({_source(itl)})", slo.itl_p95_ms, _percentile(itl, "p95"), "ms",
+         False),
+        ("minTokensPerS", f"median streaming rate ({_source(rate)})", slo.min_tokens_per_s,
+         _percentile(rate, "p50"), "tokens/s", True),
     ]
     verdicts = []
     for key, description, threshold, observed, unit, at_least in checks:

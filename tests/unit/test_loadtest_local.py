@@ -127,6 +127,10 @@ def test_distributed_run_with_two_workers(make_settings: Callable[..., Settings]
     assert summary["workers"] == 2
     assert summary["requests"]["count"] > 0 and summary["requests"]["failures"] == 0
     assert set(summary["endpoints"]) == {f"POST /v1/models/{MODEL}:predict", f"POST /v2/models/{MODEL}/infer"}
+    # The workers' samples reached the master: exact percentiles over every request, and the
+    # result counts the workers that reported, although they have disconnected by the end.
+    assert summary["requests"]["percentiles_exact"] is True
+    assert json.loads((outcome.run_dir / "locust-result.json").read_text())["workers"] == 2
     command = (outcome.run_dir / "locust-output.txt").read_text().splitlines()[0]
     assert "--processes 2 --expect-workers 2" in command and "--master-bind-host 127.0.0.1" in command
     assert summary["passed"] is True, printed
