@@ -10,10 +10,7 @@ SLO named and the report kept.
 
 from __future__ import annotations
 
-import platform
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +18,10 @@ from rich.console import Console
 
 from inferbox.config import Settings
 from inferbox.errors import ConfigError
-from inferbox.load import harness
+from inferbox.load import harness, incluster
 from inferbox.load import summary as verdict
 from inferbox.load.profiles import Profile, ProfilesFile, default_profiles_path, display_path, load_profiles
-from inferbox.load.report import GpuPanel, gpu_panel, write_report
+from inferbox.load.runs import LoadTestOutcome, Selection, finish, issue_token, loadtests_dir, new_run_dir
 from inferbox.load.target import (
     GATEWAY_URL,
     Endpoint,
@@ -35,35 +32,10 @@ from inferbox.load.target import (
 )
 from inferbox.local.client import free_port
 from inferbox.local.predictors import LocalTarget, local_target
-from inferbox.models.catalog import Catalog, ModelSpec, default_catalog_path, load_catalog
+from inferbox.models.catalog import Catalog, default_catalog_path, load_catalog
 from inferbox.models.hosts import ingress_naming
 from inferbox.runner import Runner, ShellRunner
 from inferbox.ui import FitTable
-
-TOKEN_MARGIN_S = 600  # a token outlives the run by this much (tokens live 24 h at most)
-
-
-@dataclass(frozen=True)
-class LoadTestOutcome:
-    run_dir: Path
-    summary: dict[str, Any]
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.summary.get("passed"))
-
-
-@dataclass(frozen=True)
-class Selection:
-    """The validated choice of profile, model and tenant for one run."""
-
-    profile: Profile
-    model: ModelSpec
-    tenant: str | None
-
-
-def loadtests_dir(settings: Settings) -> Path:
-    return settings.state_dir / "loadtests"
 
 
 def profiles_of(settings: Settings, path: Path | None = None) -> tuple[ProfilesFile, str]:
@@ -103,17 +75,6 @@ def _check_tenant(settings: Settings, name: str, model: str, *, cluster: bool) -
                                                               f"({', '.join(tenant.models) or 'none'})")])
 
 
-def issue_token(settings: Settings, tenant: str, duration_s: int, console: Console) -> str:
-    """The tenant's JWT, valid for the run and a margin (24 h at most)."""
-    from inferbox.tenants.app import token_for
-    from inferbox.tenants.keys import MAX_TTL_S
-
-    issued, warning = token_for(settings, tenant=tenant, ttl=f"{min(MAX_TTL_S, duration_s + TOKEN_MARGIN_S)}s")
-    if warning:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    return issued.token
-
-
 def endpoint_for(settings: Settings, selection: Selection, target: Target, *, host: str | None,
                  i_own_this_host: bool, local: LocalTarget | None, catalog: Catalog) -> Endpoint:
     """Where the load goes: checked against the safety rules before anything is sent."""
@@ -128,32 +89,6 @@ def endpoint_for(settings: Settings, selection: Selection, target: Target, *, ho
         base = check_host(record.base_url)  # a local predictor is on loopback; say so if it ever is not
         return Endpoint(base, None, f"local predictor {model} (pid {record.pid})")
     return Endpoint(GATEWAY_URL, routed, f"the platform's gateway (routing {routed})")
-
-
-def new_run_dir(settings: Settings, model: str, profile: str, now: datetime | None = None) -> Path:
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    base = loadtests_dir(settings)
-    base.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1, 100):
-        name = f"{stamp}-{model}-{profile}" + (f"-{attempt}" if attempt > 1 else "")
-        try:
-            (base / name).mkdir()
-        except FileExistsError:
-            continue
-        return base / name
-    raise ConfigError(str(base), [("<folder>", "too many runs in the same second")])
-
-
-def versions_used(settings: Settings, **extra: str) -> dict[str, str]:
-    def version(package: str) -> str:
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return "unknown"
-
-    return {"inferbox": version("inferbox"), "locust": version("locust"), "matplotlib": version("matplotlib"),
-            "python": platform.python_version(), "kserve (versions.toml)": settings.versions.charts.kserve.version,
-            "kubernetes (versions.toml)": settings.versions.kubernetes.version, **extra}
 
 
 def run_loadtest(settings: Settings, model: str | None, tenant: str | None, profile: str | Profile,  # noqa: PLR0917
@@ -175,7 +110,6 @@ def run_loadtest(settings: Settings, model: str | None, tenant: str | None, prof
     catalog = load_catalog(default_catalog_path(settings.root))
     previous = verdict.find_summary(compare, loadtests_dir(settings)) if compare else None
     if in_cluster:
-        from inferbox.load import incluster
 
         if host is not None:
             raise ConfigError("command line", [("host", "not with --in-cluster: the pods load the platform's "
@@ -203,38 +137,6 @@ def run_loadtest(settings: Settings, model: str | None, tenant: str | None, prof
     return finish(settings, run_dir, selection, console, target=kind.value, base_url=endpoint.base_url,
                   workers=workers, started=started, finished=datetime.now(UTC), prometheus_url=prometheus_url,
                   previous=previous)
-
-
-def finish(settings: Settings, run_dir: Path, selection: Selection, console: Console, *, target: str, base_url: str,
-           workers: int, started: datetime, finished: datetime, prometheus_url: str | None,
-           previous: Path | None) -> LoadTestOutcome:
-    """From Locust's result to summary.json, report.html, the printed verdict (and the breach)."""
-    import json
-
-    result = json.loads((run_dir / harness.RESULT_FILE).read_text())
-    summary = verdict.build_summary(
-        result, run=run_dir.name, profile=selection.profile, model=selection.model.name, target=target,
-        base_url=base_url, tenant=selection.tenant, workers=workers, versions=versions_used(settings),
-        started=started.isoformat(timespec="seconds"), finished=finished.isoformat(timespec="seconds"))
-    rows: list[dict[str, Any]] = []
-    if previous is not None:
-        before = verdict.load_summary(previous)
-        rows = verdict.comparison(summary, before)
-        summary["compared_with"] = {"run": before.get("run"), "rows": rows}
-    verdict.write_summary(run_dir, summary)
-    panel: GpuPanel = gpu_panel(prometheus_url, started.timestamp(), finished.timestamp(), target=target)
-    report = write_report(run_dir, summary, panel)
-    console.print(verdict.summary_table(summary))
-    if (metrics := verdict.metrics_table(summary)) is not None:
-        console.print(metrics)
-    console.print(verdict.slo_table(summary))
-    if previous is not None:
-        console.print(verdict.compare_table(rows, str(summary["compared_with"]["run"])))
-    console.print(f"report: {report}", highlight=False, soft_wrap=True)
-    breached = [v for v in verdict.verdicts_of(summary) if not v.ok]
-    if breached:
-        raise verdict.SloBreached(breached, run_dir)
-    return LoadTestOutcome(run_dir, summary)
 
 
 def profiles_table(settings: Settings, name: str | None = None) -> Any:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 from rich.console import Console
@@ -37,15 +37,13 @@ from inferbox.config import Settings
 from inferbox.errors import InferboxError
 from inferbox.load import harness
 from inferbox.load.profiles import Profile
+from inferbox.load.runs import LoadTestOutcome, Selection, finish, issue_token, new_run_dir
 from inferbox.load.target import IN_CLUSTER_GATEWAY_URL
 from inferbox.models.hosts import ingress_naming
 from inferbox.render import Renderer, sort_objects
 from inferbox.runner import Runner
 from inferbox.tools import Toolbox
 from inferbox.validate import SchemaValidator
-
-if TYPE_CHECKING:
-    from inferbox.load.app import LoadTestOutcome, Selection
 
 NAMESPACE = "loadtest"
 MASTER_PORT = 5557
@@ -240,7 +238,6 @@ def cleanup(kube: Any, objects: list[dict[str, Any]]) -> None:
 def run(settings: Settings, selection: Selection, *, workers: int, console: Console, dry_run: bool, runner: Runner,
         prometheus_url: str | None, previous: Path | None) -> LoadTestOutcome | None:
     from inferbox.k8s import Kube
-    from inferbox.load.app import finish, issue_token, new_run_dir
 
     token = None
     if selection.tenant and not dry_run:

@@ -151,3 +151,13 @@ def test_in_cluster_needs_a_tenant_serving_the_model(make_settings: Callable[...
     with pytest.raises(ConfigError, match=re.escape(not_served)):
         run_loadtest(make_settings(), None, "tenant-a", "chat-smoke", in_cluster=True, dry_run=True,
                      console=Console(file=io.StringIO()))
+
+
+def test_the_in_cluster_path_does_not_import_the_task_layer(root: Path) -> None:
+    """incluster and app shared their run helpers by importing each other; both now use load/runs.py."""
+    import ast
+
+    tree = ast.parse((root / "inferbox" / "load" / "incluster.py").read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert "inferbox.load.app" not in imported and "inferbox.load.runs" in imported
