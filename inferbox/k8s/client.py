@@ -23,6 +23,7 @@ from kubernetes.dynamic.exceptions import ApiException as DynamicApiException
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from inferbox.errors import ClusterError, Conflict, Forbidden, Invalid, KubeError, NotFound
+from inferbox.hints import invoke
 
 T = TypeVar("T")
 
@@ -70,7 +71,8 @@ class Kube:
             )
         except (k8s_config.ConfigException, FileNotFoundError) as exc:
             where = f"context {context!r}" if context else "the current context"
-            raise ClusterError(f"cannot load kubeconfig for {where}: {exc}") from exc
+            raise ClusterError(f"cannot load kubeconfig for {where}: {exc} (`{invoke('bootstrap')}` creates the "
+                               "platform's cluster and its context; --context names another)") from exc
         return cls(api_client)
 
     # -- error mapping ---------------------------------------------------------------------

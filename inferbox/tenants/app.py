@@ -231,8 +231,8 @@ def token_for(settings: Settings, *, tenant: str, subject: str | None = None, tt
     declared = select(load(settings, directory), tenant)[0]
     if subject is None:
         if not declared.callers.subjects:
-            raise ConfigError(f"tenants/{tenant}.yaml", [("callers.subjects", "no subject to default to: "
-                                                          "pass --subject")])
+            raise ConfigError("command line", [("subject", f"tenants/{tenant}.yaml lists no callers.subjects to "
+                                                           "default to: pass the caller, e.g. --subject my-app")])
         subject = declared.callers.subjects[0]
     warning = None
     if subject not in declared.callers.subjects and not set(groups) & set(declared.callers.groups):

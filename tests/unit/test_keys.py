@@ -198,7 +198,7 @@ def test_token_for_defaults_to_an_allowed_subject(make_settings: Callable[..., S
     assert issued.claims["sub"] == "iris-web" and issued.claims["tenant"] == "tenant-a" and warning is None
     _, warning = app.token_for(settings, tenant="tenant-a", subject="mallory")
     assert warning is not None and "not an allowed caller" in warning
-    with pytest.raises(ConfigError, match="pass --subject"):
+    with pytest.raises(ConfigError, match="lists no callers.subjects to default to: pass the caller, e.g. --subject my-app"):
         app.token_for(settings, tenant="tenant-b")
     with pytest.raises(ConfigError, match="no tenant 'tenant-z'"):
         app.token_for(settings, tenant="tenant-z")
