@@ -69,14 +69,13 @@ class FitTable:
         if natural <= options.max_width:
             yield table
             return
-        yield from self._list()
+        yield from self._list(console)
 
-    def _list(self) -> Iterator[Segment]:
+    def _list(self, console: Console) -> Iterator[Segment]:
         """Raw segments: the console does not wrap them, so no line is ever split or cut."""
         def line(*parts: Cell) -> Iterator[Segment]:
             for part in parts:
-                text = part if isinstance(part, Text) else Text(part)
-                yield from text.render(Console(width=1 << 16, color_system=None, force_terminal=False))
+                yield from (part if isinstance(part, Text) else Text(part)).render(console)
             yield Segment.line()
 
         yield from line(Text(self.title, style="bold"))

@@ -18,7 +18,7 @@ from rich.text import Text
 from inferbox.bootstrap import contract, doctor
 from inferbox.bootstrap.charts import ChartStore
 from inferbox.bootstrap.install import DryRunWaiter, HealthWaiter, Outcome, PhaseInstaller, execute
-from inferbox.bootstrap.phases import build_plan
+from inferbox.bootstrap.phases import build_plan, catalog_runtimes
 from inferbox.bootstrap.plan import Phase, Plan
 from inferbox.bootstrap.providers import make_provider
 from inferbox.config import GpuMode, Provider, Settings
@@ -26,7 +26,6 @@ from inferbox.errors import ClusterError, InferboxError, KubeError
 from inferbox.events import EventLog
 from inferbox.hints import invoke
 from inferbox.k8s import Kube
-from inferbox.models.catalog import default_catalog_path, load_catalog
 from inferbox.models.hosts import ingress_naming
 from inferbox.observability.manifests import manifest_context as observability_context
 from inferbox.render import Renderer
@@ -88,16 +87,6 @@ def manifest_context(settings: Settings) -> dict[str, Any]:
     return {"serving_version": settings.versions.knative.serving_version, **observability_context(settings)}
 
 
-def _catalog_runtimes(settings: Settings) -> dict[str, str]:
-    """Each ClusterServingRuntime the catalog uses -> where (for the render check's message)."""
-    path = default_catalog_path(settings.root)
-    catalog = load_catalog(path)
-    used: dict[str, str] = {}
-    for name, model in sorted(catalog.models.items()):
-        used.setdefault(model.runtime, f"{path.relative_to(settings.root)}: models.{name}.runtime")
-    return used
-
-
 def _render_helm(settings: Settings) -> Helm:
     """helm for `helm template` and `helm pull`: run for real even in a dry run (they change no cluster)."""
     return Helm(ShellRunner(), resolve_binary("helm", settings.bin_dir))
@@ -132,7 +121,7 @@ def render_check(settings: Settings, plan: Plan, cache: contract.RenderCache | N
         return [obj for template in phase.manifests for obj in renderer.objects(template, **context)]
 
     return contract.verify(plan, _render_helm(settings), kube_version=settings.versions.kubernetes.version,
-                           runtimes=_catalog_runtimes(settings), manifests=manifests,
+                           runtimes=catalog_runtimes(settings.root), manifests=manifests,
                            naming=ingress_naming(settings), cache=cache)
 
 
@@ -326,7 +315,7 @@ def bundle(settings: Settings, console: Console, out: Path) -> contract.Contract
     """An air-gapped bundle in ``out``: every pinned chart pulled once (kept if already there),
     its sha256 recorded, and the images each phase renders listed in bundle.json and images.txt.
     ``invoke bootstrap --bundle OUT`` then installs with no chart download."""
-    settings = full_plan_settings(replace(settings, bundle=None, state_dir=settings.state_dir))
+    settings = full_plan_settings(replace(settings, bundle=None))
     store = ChartStore.open(out)
     charts = settings.versions.charts
     store.pull(_render_helm(settings), charts)
@@ -334,9 +323,10 @@ def bundle(settings: Settings, console: Console, out: Path) -> contract.Contract
     store.verify(charts, charts.keys())
     settings = replace(settings, chart_store=store.root)
     report = full_check(settings)
-    store.manifest["images"] = report.images()
+    by_phase = report.images()
+    store.manifest["images"] = by_phase
     store.write()
-    images = sorted({image for phase_images in report.images().values() for image in phase_images})
+    images = sorted({image for phase_images in by_phase.values() for image in phase_images})
     (out / "images.txt").write_text("".join(f"{image}\n" for image in images))
     crds = write_crds(report, out / "crds")
     console.print(render_table(report), soft_wrap=True)
@@ -371,7 +361,8 @@ def render_table(report: contract.ContractReport) -> FitTable:
     table = FitTable("render check", ("phase", "chart", "objects", "images", "crds/", "problems"))
     for name, render in report.renders.items():
         problems = sum(p.phase == name for p in report.problems)
+        # Counted, not parsed: crds_folder() reads each CRD whole (megabytes), which a count needs not.
         table.add_row(name, f"{render.phase.chart_name} {render.phase.chart_version}", str(len(render.objects)),
-                      str(len(render.images())), str(len(render.crds_folder())),
+                      str(len(render.images())), str(sum(r.from_crds_folder for r in render.objects)),
                       Text(str(problems), style="red" if problems else "green"))
     return table

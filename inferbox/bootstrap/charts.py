@@ -150,13 +150,13 @@ class ChartStore:
             if not path.is_file():
                 continue
             digest = sha256_file(path)
-            recorded = entry is not None and entry.get("file") == path.name and entry.get("version") == pin.version
-            if recorded and entry is not None and entry.get("sha256") != digest:
-                raise ChartStoreError(f"{key}: {path} has sha256 {digest}, not the recorded {entry.get('sha256')}: "
-                                      f"it changed since it was pulled; delete it to pull the pinned chart again")
-            if not recorded:
-                info = load_chart(path)  # read whole: a truncated download is refused here
-                meta = (info.name, info.version)
+            if entry is not None and entry.get("file") == path.name and entry.get("version") == pin.version:
+                if entry.get("sha256") != digest:
+                    raise ChartStoreError(f"{key}: {path} has sha256 {digest}, not the recorded "
+                                          f"{entry.get('sha256')}: it changed since it was pulled; delete it to "
+                                          "pull the pinned chart again")
+            else:
+                meta = _name_version(path)  # reads it whole: a truncated download is refused here
                 if meta != (chart_name(pin), pin.version):
                     raise ChartStoreError(f"{key}: {path.name} holds chart {meta[0]} {meta[1]}, not the pinned "
                                           f"{chart_name(pin)} {pin.version}")
@@ -189,7 +189,7 @@ class ChartStore:
                                 f"versions.toml pins {pin.chart} {pin.version}")
             elif (digest := sha256_file(path)) != entry.get("sha256"):
                 problems.append(f"{key}: {path.name} has sha256 {digest}, the recorded one is {entry.get('sha256')}")
-            elif (meta := chart_meta(path)) != (chart_name(pin), pin.version):
+            elif (meta := _name_version(path)) != (chart_name(pin), pin.version):
                 problems.append(f"{key}: {path.name} holds chart {meta[0]} {meta[1]}, not the pinned "
                                 f"{chart_name(pin)} {pin.version}")
         if problems:
@@ -198,25 +198,7 @@ class ChartStore:
             raise ChartStoreError(f"chart store {self.root} does not match versions.toml:\n  "
                                   + "\n  ".join(problems) + f"\n{fix}")
 
-    def source(self, pin: ChartPin) -> ChartSource:
-        return ChartSource(chart=str(self.path_for(pin)), version=None)
-
-
 # -- reading a chart ---------------------------------------------------------------------------
-
-def chart_meta(path: Path) -> tuple[str, str]:
-    """(name, version) from a chart archive's Chart.yaml."""
-    try:
-        with tarfile.open(path, mode="r:*") as tar:
-            for member in tar:
-                if member.isfile() and PurePosixPath(member.name).parts[1:] == ("Chart.yaml",):
-                    handle = tar.extractfile(member)
-                    meta = yaml.safe_load(handle.read()) if handle else {}
-                    return str(meta.get("name")), str(meta.get("version"))
-    except (OSError, EOFError, zlib.error, tarfile.TarError, yaml.YAMLError) as exc:
-        raise ChartStoreError(f"{path}: not a readable chart archive ({exc}): delete it to pull it again") from exc
-    raise ChartStoreError(f"{path}: no Chart.yaml in the archive")
-
 
 # Template actions that pass a whole values subtree through: any key below it is the chart's to
 # accept (e.g. istiod's `mergeOverwrite $originalMesh .Values.meshConfig`, configmap.yaml@1.30.3).
@@ -249,6 +231,13 @@ class ChartInfo:
     uses_api_versions: bool  # a template asks .Capabilities.APIVersions (its render depends on CRDs)
 
 
+def _name_version(path: Path) -> tuple[str, str]:
+    """(name, version) from a chart's Chart.yaml, the chart read whole (and cached) as the render
+    check reads it."""
+    info = load_chart(path)
+    return info.name, info.version
+
+
 def load_chart(path: Path) -> ChartInfo:
     """Read a chart folder or ``.tgz`` (subcharts in ``charts/`` as folders or archives).
     An archive is read once per process (keyed by path, size and mtime)."""
@@ -275,11 +264,19 @@ def _load_chart(path: Path) -> ChartInfo:
         raise ChartStoreError(f"{path}: not a readable chart ({exc}): delete it to pull it again") from exc
 
 
+class YamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The safe loader (libyaml's where present) for chart files and rendered manifests. YAML
+    1.1's ``=`` value tag has no constructor in PyYAML, yet ``- =`` is a plain string to
+    Kubernetes (kube-prometheus-stack's CRDs hold one): it resolves as a string here."""
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:value"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
 def _yaml(data: bytes) -> Any:
-    return yaml.load(data, Loader=_FAST_LOADER)
-
-
-_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(data, Loader=YamlLoader)
 
 
 def _tar_files(data: bytes) -> dict[str, bytes]:

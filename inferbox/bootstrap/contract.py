@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from inferbox.bootstrap.charts import load_chart, unknown_values
+from inferbox.bootstrap.charts import YamlLoader, load_chart, unknown_values
 from inferbox.bootstrap.plan import CheckKind, HealthCheck, Phase, Plan
 from inferbox.errors import CommandError, InferboxError
 from inferbox.hints import invoke
@@ -92,7 +92,7 @@ class Rendered:
     def full(self) -> dict[str, Any]:
         if self.raw is None:
             return self.obj
-        return next(d for d in yaml.load_all(self.raw, Loader=_Loader) if isinstance(d, dict))
+        return next(d for d in yaml.load_all(self.raw, Loader=YamlLoader) if isinstance(d, dict))
 
     @property
     def kind(self) -> str:
@@ -148,16 +148,6 @@ class ContractReport:
             raise ContractError(self.problems, recheck)
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """YAML 1.1's ``=`` value tag has no constructor in PyYAML, yet ``- =`` is a plain string to
-    Kubernetes (kube-prometheus-stack's CRDs hold one): resolve it as a string."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:value"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-
-
 def parse_manifests(text: str, where: str = "") -> list[Rendered]:
     """Split ``helm template`` output into objects, each with its ``# Source:`` path.
 
@@ -170,7 +160,7 @@ def parse_manifests(text: str, where: str = "") -> list[Rendered]:
             source = match.group(1)
         crd = _CRD_KIND.search(chunk) is not None
         try:
-            docs = list(yaml.load_all(_without_schemas(chunk) if crd else chunk, Loader=_Loader))
+            docs = list(yaml.load_all(_without_schemas(chunk) if crd else chunk, Loader=YamlLoader))
         except yaml.YAMLError as exc:
             raise InferboxError(f"{where}: rendered YAML from {source or '?'} does not parse: {exc}") from exc
         docs = [doc for doc in docs if isinstance(doc, dict) and doc.get("kind")]
@@ -204,7 +194,6 @@ RenderCache = dict[tuple[Any, ...], tuple["PhaseRender | None", "Problem | None"
 
 def verify(plan: Plan, helm: Helm, *, kube_version: str, runtimes: Mapping[str, str],
            manifests: Callable[[Phase], list[dict[str, Any]]], naming: IngressNaming,
-           values_label: Callable[[Phase, str], str] | None = None,
            cache: RenderCache | None = None) -> ContractReport:
     """Render every phase (all in parallel) and check the plan against the renders.
 
@@ -247,12 +236,13 @@ def verify(plan: Plan, helm: Helm, *, kube_version: str, runtimes: Mapping[str, 
             continue
         assert render is not None
         report.renders[phase.name] = render
-        report.problems += _check_values(phase, values_label)
+        report.problems += _check_values(phase)
         report.problems += _check_targets(render)
     report.problems += _check_schemas(report, kube_version)
     report.problems += _check_runtimes(plan, report, runtimes)
-    report.problems += _check_ingress_classes(report)
-    report.problems += _check_hosts(report, naming)
+    kserve = _kserve_config(report)
+    report.problems += _check_ingress_classes(report, kserve)
+    report.problems += _check_hosts(kserve, naming)
     report.seconds = time.monotonic() - started
     return report
 
@@ -301,10 +291,9 @@ def _served_api_versions(render: PhaseRender) -> Iterator[str]:
             yield f"{group}/{version.get('name')}/{kind}"
 
 
-def _check_values(phase: Phase, label: Callable[[Phase, str], str] | None) -> list[Problem]:
+def _check_values(phase: Phase) -> list[Problem]:
     chart = load_chart(Path(phase.chart.chart))
-    where = label or _values_origin
-    return [Problem(phase.name, f"values key {key} ({where(phase, key)})",
+    return [Problem(phase.name, f"values key {key} ({_values_origin(phase, key)})",
                     f"chart {chart.name} {chart.version} and its subcharts neither define nor declare it in their "
                     "schema: Helm would ignore it silently")
             for key in unknown_values(phase.values(), chart)]
@@ -408,15 +397,15 @@ def _kserve_config(report: ContractReport) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
-def _check_ingress_classes(report: ContractReport) -> list[Problem]:
+def _check_ingress_classes(report: ContractReport, kserve: tuple[str, dict[str, Any]] | None) -> list[Problem]:
     classes = {r.name: r for render in report.renders.values() for r in render.objects if r.kind == "IngressClass"}
     needed: list[tuple[str, str, str]] = []  # (phase, subject, class)
     for name, render in report.renders.items():
         for item in render.objects:
             if item.kind == "Ingress" and (cls := (item.obj.get("spec") or {}).get("ingressClassName")):
                 needed.append((name, f"Ingress {item.namespace(render.phase.namespace)}/{item.name}", cls))
-    if config := _kserve_config(report):
-        phase, data = config
+    if kserve is not None:
+        phase, data = kserve
         ingress, deploy = data.get("ingress") or {}, data.get("deploy") or {}
         mode = str(deploy.get("defaultDeploymentMode", "")) if isinstance(deploy, dict) else ""
         # Standard (RawDeployment) mode creates a networking.k8s.io/v1 Ingress of this class per
@@ -439,12 +428,11 @@ def _check_ingress_classes(report: ContractReport) -> list[Problem]:
     return problems
 
 
-def _check_hosts(report: ContractReport, naming: IngressNaming) -> list[Problem]:
+def _check_hosts(kserve: tuple[str, dict[str, Any]] | None, naming: IngressNaming) -> list[Problem]:
     """The hosts inferbox computes must be the hosts KServe will generate."""
-    config = _kserve_config(report)
-    if config is None:
+    if kserve is None:
         return []
-    phase, data = config
+    phase, data = kserve
     ingress = data.get("ingress") if isinstance(data.get("ingress"), dict) else {}
     problems = []
     for key, ours in (("domainTemplate", naming.domain_template), ("ingressDomain", naming.domain)):

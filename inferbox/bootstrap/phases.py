@@ -125,7 +125,7 @@ def build_plan(settings: Settings, *, gpu: bool) -> Plan:
               depends_on=("kserve",), timeout_s=120, expected_s=10, checks=tuple(
             # Every runtime the model catalog uses; admitted through KServe's webhook.
             HealthCheck(CheckKind.RESOURCE_EXISTS, runtime, api_version="serving.kserve.io/v1alpha1",
-                        resource_kind="ClusterServingRuntime") for runtime in catalog_runtimes(settings.root))),
+                        resource_kind="ClusterServingRuntime") for runtime in sorted(catalog_runtimes(settings.root)))),
     ]
     if settings.knative:
         phases.append(phase(
@@ -174,9 +174,14 @@ def build_plan(settings: Settings, *, gpu: bool) -> Plan:
     return Plan(cluster=cluster, phases=tuple(phases))
 
 
-def catalog_runtimes(root: Path) -> list[str]:
-    """The ClusterServingRuntimes models/catalog.yaml uses, sorted."""
-    return sorted({model.runtime for model in load_catalog(default_catalog_path(root)).models.values()})
+def catalog_runtimes(root: Path) -> dict[str, str]:
+    """Each ClusterServingRuntime models/catalog.yaml uses -> the first place that uses it
+    ("models/catalog.yaml: models.sklearn-iris.runtime"), for the render check's messages."""
+    path = default_catalog_path(root)
+    used: dict[str, str] = {}
+    for name, model in sorted(load_catalog(path).models.items()):
+        used.setdefault(model.runtime, f"{path.relative_to(root)}: models.{name}.runtime")
+    return used
 
 
 def _with_dependency(phase: Phase, dependency: str) -> Phase:
