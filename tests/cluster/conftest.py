@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -137,3 +138,27 @@ def tmp_chart(tmp_path: Path) -> Path:
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\ndata:\n  hello: world\n"
     )
     return chart
+
+
+def fail_closed_webhook(name: str, *, service: str, namespace: str, group: str, version: str, resource: str,
+                        operations: tuple[str, ...] = ("CREATE",), only_this_namespace: bool = False,
+                        timeout_s: int | None = None) -> dict[str, Any]:
+    """A ValidatingWebhookConfiguration that fails closed, calling ``namespace/service:443`` for
+    ``resource`` (what an interrupted install leaves behind, or a probe of the API server's dial)."""
+    webhook: dict[str, Any] = {
+        "name": f"{name}.{namespace}.inferbox.test", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+        "failurePolicy": "Fail", "clientConfig": {"service": {"namespace": namespace, "name": service, "port": 443}},
+        "rules": [{"apiGroups": [group], "apiVersions": [version], "operations": list(operations),
+                   "resources": [resource]}]}
+    if only_this_namespace:
+        webhook["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+    if timeout_s is not None:
+        webhook["timeoutSeconds"] = timeout_s
+    return {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": name}, "webhooks": [webhook]}
+
+
+@pytest.fixture
+def webhook_config() -> Callable[..., dict[str, Any]]:
+    """The fail-closed webhook configuration factory (fail_closed_webhook), for the tests here."""
+    return fail_closed_webhook

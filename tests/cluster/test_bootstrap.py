@@ -148,20 +148,14 @@ def test_wait_timeout_names_the_phase_pod_and_reason(installer, namespace: str, 
 
 
 def test_orphaned_webhook_configurations_are_removed_before_install(installer, kube: Kube, namespace: str,
-                                                                    tmp_path: Path) -> None:
+                                                                    tmp_path: Path, webhook_config) -> None:
     inst, _ = installer()
     inst.install(crd_phase(namespace, tmp_path))
     group = f"crds-{namespace}.demo.inferbox.test"
     # What an interrupted install leaves: a webhook that fails closed, calling a service with no endpoints.
     name = f"widgets-{namespace}"
-    kube.create({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [{"name": f"widgets.{group}", "admissionReviewVersions": ["v1"],
-                      "sideEffects": "None", "failurePolicy": "Fail",
-                      "clientConfig": {"service": {"namespace": namespace, "name": "demo-app", "port": 443}},
-                      "rules": [{"apiGroups": [group], "apiVersions": ["v1"],
-                                 "operations": ["CREATE"], "resources": ["widgets"]}]}]})
+    kube.create(webhook_config(name, service="demo-app", namespace=namespace, group=group, version="v1",
+                               resource="widgets"))
     widget = {"apiVersion": f"{group}/v1", "kind": "Widget",
               "metadata": {"name": "w", "namespace": namespace}, "spec": {"size": 1}}
     with pytest.raises(Exception, match="failed calling webhook"):

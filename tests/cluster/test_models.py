@@ -186,20 +186,13 @@ def test_unknown_model_is_an_error(kube: Kube, catalog: Catalog, renderer: Rende
 
 
 def test_a_webhook_left_by_an_interrupted_kserve_install_is_named_with_its_repair(
-        kube: Kube, catalog: Catalog, renderer: Renderer, namespace: str) -> None:
+        kube: Kube, catalog: Catalog, renderer: Renderer, namespace: str, webhook_config) -> None:
     """KServe's webhook configuration calling a service with no endpoints refuses every
     InferenceService; deploy-model says why and which command repairs it, not a bare 500."""
     name = f"inferenceservice-{namespace}"
-    kube.create({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [{"name": f"inferenceservice.{namespace}.serving.kserve.io", "admissionReviewVersions": ["v1"],
-                      "sideEffects": "None", "failurePolicy": "Fail",
-                      "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-                      "clientConfig": {"service": {"namespace": namespace, "name": "kserve-webhook-server-service",
-                                                   "port": 443}},
-                      "rules": [{"apiGroups": ["serving.kserve.io"], "apiVersions": ["v1beta1"],
-                                 "operations": ["CREATE", "UPDATE"], "resources": ["inferenceservices"]}]}]})
+    kube.create(webhook_config(name, service="kserve-webhook-server-service", namespace=namespace,
+                               group="serving.kserve.io", version="v1beta1", resource="inferenceservices",
+                               operations=("CREATE", "UPDATE"), only_this_namespace=True))
     try:
         def refused() -> str | None:
             try:

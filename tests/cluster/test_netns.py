@@ -30,21 +30,15 @@ def test_the_control_plane_runs_where_loopback_is_the_only_interface(kube: Kube)
     assert netns.interfaces() == ["lo"]
 
 
-def test_a_webhook_call_to_a_service_address_fails_fast_and_stays_inside(kube: Kube, namespace: str) -> None:
+def test_a_webhook_call_to_a_service_address_fails_fast_and_stays_inside(kube: Kube, namespace: str,
+                                                                         webhook_config) -> None:
     service = kube.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hook", "namespace": namespace},
                            "spec": {"selector": {"app": "none"}, "ports": [{"port": 443, "targetPort": 8443}]}})
     address = ipaddress.ip_address(service["spec"]["clusterIP"])
     assert not address.is_loopback  # what the API server will dial
     name = f"hook-{namespace}"
-    kube.create({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [{"name": f"hook.{namespace}.inferbox.test", "admissionReviewVersions": ["v1"],
-                      "sideEffects": "None", "failurePolicy": "Fail", "timeoutSeconds": 10,
-                      "clientConfig": {"service": {"namespace": namespace, "name": "hook", "port": 443}},
-                      "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-                      "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                                 "resources": ["configmaps"]}]}]})
+    kube.create(webhook_config(name, service="hook", namespace=namespace, group="", version="v1",
+                               resource="configmaps", only_this_namespace=True, timeout_s=10))
     probe = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": namespace}}
 
     def refused() -> str | None:
