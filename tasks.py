@@ -181,7 +181,8 @@ def deploy_model(c: Context, name: str, target: str = "local", tenant: str | Non
         cli.console.print(commands.deploy(settings, name, target=commands.parse_target(target), tenant=tenant,
                                           mode=commands.parse_mode(mode), cpu_fallback=cpu_fallback,
                                           canary=commands.parse_percent(canary),
-                                          storage_uri=storage_uri, wait=wait, timeout_s=timeout), highlight=False)
+                                          storage_uri=storage_uri, wait=wait, timeout_s=timeout),
+                          markup=False, highlight=False)
 
 
 @task(help={"name": MODEL_HELP["name"],
@@ -201,17 +202,17 @@ def predict(c: Context, name: str, target: str = "local", tenant: str | None = N
         else:
             lines = commands.prediction_lines(commands.predict_local(settings, name, data=data))
         for line in lines:
-            cli.console.print(line, highlight=False, soft_wrap=True)
+            cli.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @task(help={"target": "local (stops local predictors)", "model": "stop only this model's predictor (default: all)"})
 def down(c: Context, target: str = "local", model: str | None = None) -> None:
-    """Stop local predictors (and forget stale ones). Safe to repeat."""
+    """Stop local predictors (and forget stale ones). Safe to repeat; reads no configuration file."""
     from inferbox.models import commands
 
     with cli.exit_on_error():
-        for line in commands.down(cli.settings(), target=commands.parse_target(target), model=model):
-            cli.console.print(line, highlight=False)
+        for line in commands.down(cli.state_dir(), target=commands.parse_target(target), model=model):
+            cli.console.print(line, markup=False, highlight=False)
 
 
 @task(help={k: MODEL_HELP[k] for k in ("name", "tenant", "context")})
@@ -220,7 +221,8 @@ def undeploy_model(c: Context, name: str, tenant: str | None = None, context: st
     from inferbox.models import commands
 
     with cli.exit_on_error():
-        cli.console.print(commands.undeploy(cli.settings(context=context), name, tenant=tenant), highlight=False)
+        cli.console.print(commands.undeploy(cli.settings(context=context), name, tenant=tenant), markup=False,
+                          highlight=False)
 
 
 @task(help={k: MODEL_HELP[k] for k in ("name", "tenant", "context")})
@@ -229,7 +231,8 @@ def promote(c: Context, name: str, tenant: str | None = None, context: str | Non
     from inferbox.models import commands
 
     with cli.exit_on_error():
-        cli.console.print(commands.promote(cli.settings(context=context), name, tenant=tenant), highlight=False)
+        cli.console.print(commands.promote(cli.settings(context=context), name, tenant=tenant), markup=False,
+                          highlight=False)
 
 
 @task(help={k: MODEL_HELP[k] for k in ("name", "tenant", "context")})
@@ -238,7 +241,8 @@ def rollback(c: Context, name: str, tenant: str | None = None, context: str | No
     from inferbox.models import commands
 
     with cli.exit_on_error():
-        cli.console.print(commands.rollback(cli.settings(context=context), name, tenant=tenant), highlight=False)
+        cli.console.print(commands.rollback(cli.settings(context=context), name, tenant=tenant), markup=False,
+                          highlight=False)
 
 
 @task
@@ -347,7 +351,7 @@ def token(c: Context, tenant: str, subject: str | None = None, ttl: str = "15m",
     with cli.exit_on_error():
         issued, warning = app.token_for(cli.settings(), tenant=tenant, subject=subject, ttl=ttl, groups=group or [])
         if warning:
-            cli.err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+            cli.warn(warning)
         print(issued.token)
 
 
@@ -404,7 +408,7 @@ def observability_check(c: Context, verbose: bool = False) -> None:
     with cli.exit_on_error():
         report = check_all(cli.settings())
         for line in report.lines(verbose=verbose):
-            cli.console.print(line, highlight=False, soft_wrap=True)
+            cli.console.print(line, markup=False, highlight=False, soft_wrap=True)
         if not report.ok:
             raise cli.Exit("observability: problems found (see above)", code=1)
 

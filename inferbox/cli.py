@@ -8,14 +8,16 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from invoke.exceptions import Exit
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.text import Text
 
 from inferbox import PROJECT_ROOT
-from inferbox.config import Settings, build_settings
+from inferbox.config import Settings, build_settings, default_state_dir
 from inferbox.errors import InferboxError
 
 # soft_wrap: a message or a list line is printed whole (a terminal wraps it), never split by Rich
@@ -35,7 +37,8 @@ def setup_logging(state_dir: os.PathLike[str] | None = None, *, verbose: bool = 
     if root.handlers:
         return
     root.setLevel(logging.INFO)
-    handler = RichHandler(console=err_console, show_path=False, show_time=False)
+    # markup=False: a log message carries names, paths and command output, printed as they are.
+    handler = RichHandler(console=err_console, show_path=False, show_time=False, markup=False)
     handler.setLevel(logging.INFO if verbose else logging.WARNING)
     root.addHandler(handler)
     if state_dir is not None:
@@ -54,8 +57,22 @@ def exit_on_error() -> Iterator[None]:
         table = getattr(exc, "table", None)
         if table is not None:
             err_console.print(table, soft_wrap=True)  # a FitTable never cuts a cell
-        err_console.print("[bold red]error:[/]", str(exc), highlight=False, soft_wrap=True)
+        # The message is text, never Rich markup: it quotes file contents, names, paths, patterns
+        # ("[/]" or "[a-z0-9]" in a tenant file must be shown as written, not parsed).
+        err_console.print(Text.assemble(("error:", "bold red"), " ", str(exc)), soft_wrap=True)
         raise Exit(code=1) from None
+
+
+def warn(message: str) -> None:
+    """``warning:`` and the message (plain text, never markup) on stderr."""
+    from inferbox.ui import warning
+
+    err_console.print(warning(message), soft_wrap=True)
+
+
+def state_dir() -> Path:
+    """The local state folder (.inferbox), without reading any configuration file."""
+    return default_state_dir(PROJECT_ROOT)
 
 
 def confirm(question: str) -> bool:
@@ -70,4 +87,4 @@ def with_event_log(settings: Settings) -> Settings:
 
 
 __all__ = ["Exit", "confirm", "console", "err_console", "exit_on_error", "settings", "setup_logging",
-           "with_event_log"]
+           "state_dir", "warn", "with_event_log"]

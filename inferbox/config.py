@@ -275,12 +275,17 @@ class Settings:
         return self.cluster_name
 
 
+def default_state_dir(root: Path) -> Path:
+    """Where inferbox keeps its state (.inferbox): known without reading any configuration."""
+    return root / ".inferbox"
+
+
 def build_settings(root: Path, **overrides: Any) -> Settings:
     """Settings from versions.toml under ``root`` plus explicit overrides (the explicit value wins)."""
     versions = load_versions(root / "versions.toml")
     defaults: dict[str, Any] = {
-        "bin_dir": root / ".inferbox" / "bin",
-        "state_dir": root / ".inferbox",
+        "bin_dir": default_state_dir(root) / "bin",
+        "state_dir": default_state_dir(root),
     }
     defaults.update({k: v for k, v in overrides.items() if v is not None})
     for key, enum in (("provider", Provider), ("gpu", GpuMode)):

@@ -17,7 +17,7 @@ from inferbox.errors import ClusterError
 from inferbox.k8s import Kube
 from inferbox.testenv import BuildError, ControlPlane, ControlPlaneError, TestenvPins, ensure_binaries
 from inferbox.testenv.procs import wait_for_stop_signal
-from inferbox.ui import FitTable
+from inferbox.ui import FitTable, labelled
 
 GPU = "nvidia.com/gpu"
 
@@ -47,22 +47,22 @@ def run(settings: Settings, console: Console, *, build_only: bool = False, once:
     pins = TestenvPins.from_mapping(settings.versions.testenv.model_dump())
     try:
         def log(line: str) -> None:
-            console.print(f"[dim]testenv:[/] {line}", soft_wrap=True, highlight=False)
+            console.print(labelled("testenv:", "dim", line), soft_wrap=True)
 
         binaries = ensure_binaries(pins, log=log)
         if build_only:
-            console.print(f"embedded control plane binaries ready in {binaries.bin_dir}")
+            console.print(f"embedded control plane binaries ready in {binaries.bin_dir}", markup=False)
             return
         with ControlPlane(binaries, log=log) as cp:
             folders = crds if crds is not None else [f for f in [shared_crds(settings)] if f]
             for folder in folders:
                 done = cp.install_crds(folder)
-                console.print(f"installed {len(done.crds)} CRDs from {folder}")
+                console.print(f"installed {len(done.crds)} CRDs from {folder}", markup=False)
             kube = Kube.connect(kubeconfig=cp.kubeconfig)
-            console.print(f"Kubernetes {kube.server_version()} up in {cp.started_in or 0:.1f}s")
+            console.print(f"Kubernetes {kube.server_version()} up in {cp.started_in or 0:.1f}s", markup=False)
             console.print(nodes_table(kube))
             console.print(f"export KUBECONFIG={cp.kubeconfig} PATH={binaries.bin_dir}:$PATH", soft_wrap=True,
-                          highlight=False)
+                          markup=False, highlight=False)
             if not once:
                 console.print("kubectl and helm work against it; Ctrl-C stops it and removes its state.")
                 wait_for_stop_signal()

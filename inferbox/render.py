@@ -11,6 +11,9 @@ import yaml
 
 from inferbox.errors import InferboxError
 
+# libyaml's safe loader where PyYAML was built with it: the same documents, several times faster.
+SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 # Apply order: what others refer to comes first; teardown uses the reverse.
 _KIND_ORDER = ["CustomResourceDefinition", "Namespace", "ServiceAccount", "Secret", "ConfigMap",
                "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
@@ -37,7 +40,7 @@ class Renderer:
             raise InferboxError(f"manifests/{template}: template not found") from None
 
     def objects(self, template: str, **context: Any) -> list[dict[str, Any]]:
-        docs = [d for d in yaml.safe_load_all(self.text(template, **context)) if d]
+        docs = [d for d in yaml.load_all(self.text(template, **context), Loader=SAFE_LOADER) if d]
         for index, doc in enumerate(docs):
             if not isinstance(doc, dict) or "apiVersion" not in doc or "kind" not in doc:
                 raise InferboxError(f"manifests/{template}: document {index} lacks apiVersion/kind")

@@ -26,19 +26,17 @@ class FitTable:
     with one block per row (``column: value`` lines, each printed whole however long), so a
     command or a fix can always be copied, at 80 columns or in a CI log.
 
-    Cells may hold several lines (one item per line). A ``str`` cell is plain text (never markup);
-    style a cell with :class:`~rich.text.Text`, kept in both layouts.
+    Cells may hold several lines (one item per line). A ``str`` cell, the title, the caption and
+    the column names are plain text, never Rich markup: a cell may hold a name, a path, a command
+    or a message quoting a file. Style a cell with :class:`~rich.text.Text` (see :func:`styled`),
+    kept in both layouts.
     """
 
-    def __init__(self, title: str = "", columns: Sequence[str] = (), *, caption: str | None = None,
-                 markup: bool = False) -> None:
-        """``markup``: ``str`` cells are Rich markup (``"[green]ok[/]"``), for tables whose cells
-        are the project's own words; leave it off where a cell may hold a command or a path."""
+    def __init__(self, title: str = "", columns: Sequence[str] = (), *, caption: str | None = None) -> None:
         self.title = title
         self.columns = list(columns)
         self.justify: dict[str, str] = {}
         self.caption = caption
-        self.markup = markup
         self.rows: list[list[Cell]] = []
 
     def add_column(self, name: str, *, justify: str = "left") -> None:
@@ -49,12 +47,14 @@ class FitTable:
     def add_row(self, *cells: Cell) -> None:
         if len(cells) != len(self.columns):
             raise ValueError(f"{self.title}: {len(cells)} cells for {len(self.columns)} columns")
-        self.rows.append([Text.from_markup(c) if self.markup and isinstance(c, str) else c for c in cells])
+        self.rows.append(list(cells))
 
     def table(self) -> Table:
-        table = Table(title=self.title, caption=self.caption)
+        # Text, not str: Rich would read a str title, caption or header as markup.
+        table = Table(title=Text(self.title), caption=Text(self.caption) if self.caption is not None else None)
         for column in self.columns:
-            table.add_column(column, no_wrap=True, justify=self.justify.get(column, "left"))  # type: ignore[arg-type]
+            table.add_column(Text(column), no_wrap=True,
+                             justify=self.justify.get(column, "left"))  # type: ignore[arg-type]
         for row in self.rows:
             # Plain strings stay plain: a command's "[...]" is text, never Rich markup.
             table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in row))
@@ -95,6 +95,21 @@ class FitTable:
         if self.caption:
             for caption_line in self.caption.splitlines():
                 yield from line(caption_line)
+
+
+def styled(text: str, style: str) -> Text:
+    """``text`` as written (never Rich markup: it may hold a name, a path, a message) in ``style``."""
+    return Text(text, style=style)
+
+
+def labelled(label: str, style: str, message: str) -> Text:
+    """``label`` in ``style``, a space, then ``message`` as plain text (never Rich markup)."""
+    return Text.assemble((label, style), " ", message)
+
+
+def warning(message: str) -> Text:
+    """``warning: message``, the label in yellow; the message is printed as written."""
+    return labelled("warning:", "yellow", message)
 
 
 def plan_table(plan: Plan) -> FitTable:
@@ -163,5 +178,7 @@ class ProgressView:
         now = time.monotonic()
         for name, (state, step, started, took) in self.state.items():
             seconds = took if took is not None else (now - started if started else 0.0)
-            table.add_row(name, f"[{self._STYLE[state]}]{state}[/]", f"{seconds:.1f}s" if seconds else "", step)
+            # The step is an event's message (a command, its output): Text, never read as markup.
+            table.add_row(Text(name), styled(state, self._STYLE[state]), f"{seconds:.1f}s" if seconds else "",
+                          Text(step))
         return table

@@ -14,8 +14,11 @@ Every problem names the object (kind namespace/name) and the field path.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
 import json
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -130,32 +133,64 @@ def _core_schema_name(api_version: str, kind: str) -> str:
 _YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def load_crds(paths: Iterable[Path]) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """(group, version, kind) -> openAPIV3Schema, from every CRD in the YAML files under ``paths``."""
-    return _load_crds(tuple(Path(p).resolve() for p in paths))
+_DOCUMENT_START = re.compile(r"^---[ \t]*$", re.MULTILINE)
+
+
+def load_crds(paths: Iterable[Path], group: str | None = None) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(group, version, kind) -> openAPIV3Schema, from every CRD in the YAML files under ``paths``
+    (of API group ``group`` only, when given: files that never name it are not parsed)."""
+    return _load_crds(tuple(Path(p).resolve() for p in paths), group)
 
 
 @cache
-def _load_crds(paths: tuple[Path, ...]) -> dict[tuple[str, str, str], dict[str, Any]]:
+def _load_crds(paths: tuple[Path, ...], group: str | None) -> dict[tuple[str, str, str], dict[str, Any]]:
     # Cached per folder set: the schemas are only read, and later issues build several validators.
     schemas: dict[tuple[str, str, str], dict[str, Any]] = {}
     for base in paths:
         files = sorted(base.rglob("*")) if base.is_dir() else [base]
         for path in files:
-            if path.suffix not in (".yaml", ".yml") or not path.is_file():
-                continue
-            try:
-                docs = [d for d in yaml.load_all(path.read_text(), Loader=_YAML_LOADER) if d]
-            except yaml.YAMLError as exc:
-                raise InferboxError(f"{path}: not valid YAML: {exc}") from exc
-            for doc in docs:
-                if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
-                    spec = doc["spec"]
-                    for version in spec.get("versions") or []:
-                        schema = (version.get("schema") or {}).get("openAPIV3Schema")
-                        if schema and version.get("served", True):
-                            schemas[(spec["group"], version["name"], spec["names"]["kind"])] = schema
+            if path.suffix in (".yaml", ".yml") and path.is_file():
+                schemas.update({(g, v, k): schema for g, v, k, schema in _file_crds(path, group)})
     return schemas
+
+
+def _schema_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "inferbox" / "crd-schemas"
+
+
+def _file_crds(path: Path, group: str | None) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """(group, version, kind, schema) of the CRDs in one file. Parsing a big CRD file takes
+    seconds (the Istio CRDs alone ~4 s); the result is kept as JSON, keyed by the file's path,
+    size and mtime, so a later run reads it in milliseconds."""
+    stat = path.stat()
+    key = hashlib.sha256(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{group}".encode()).hexdigest()
+    cached = _schema_cache_dir() / f"{key}.json"
+    with contextlib.suppress(OSError, ValueError):
+        return [tuple(entry) for entry in json.loads(cached.read_text())]  # type: ignore[misc]
+    text = path.read_text()
+    if group is not None:
+        # The folder's YAML is megabytes: parse only the documents that can hold the group.
+        text = "\n---\n".join(d for d in _DOCUMENT_START.split(text) if group in d)
+    try:
+        docs = [d for d in yaml.load_all(text, Loader=_YAML_LOADER) if d]
+    except yaml.YAMLError as exc:
+        raise InferboxError(f"{path}: not valid YAML: {exc}") from exc
+    found = []
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
+            spec = doc["spec"]
+            if group is not None and spec["group"] != group:
+                continue
+            for version in spec.get("versions") or []:
+                schema = (version.get("schema") or {}).get("openAPIV3Schema")
+                if schema and version.get("served", True):
+                    found.append((spec["group"], version["name"], spec["names"]["kind"], schema))
+    with contextlib.suppress(OSError):  # a cache that cannot be written is only slower
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps(found))
+        partial.replace(cached)
+    return found
 
 
 def strict_crd_schema(schema: dict[str, Any], api_version: str, kind: str) -> dict[str, Any]:
@@ -198,16 +233,25 @@ class SchemaValidator:
     def __init__(self, kubernetes_version: str, crd_paths: Sequence[Path] = ()) -> None:
         self.kubernetes_version = kubernetes_version
         self.schema_dir = schema_dir_for(kubernetes_version)
-        self.crds = load_crds(crd_paths)
+        self._crd_paths = tuple(crd_paths)
+        self._crds: dict[str, dict[tuple[str, str, str], dict[str, Any]]] = {}
         definitions = _bundle_file(self.schema_dir, "_definitions.json")
         assert definitions is not None, f"{self.schema_dir} lacks _definitions.json"
         self._registry: Registry[Any] = Resource.from_contents(definitions) @ Registry()
         self._validators: dict[tuple[str, str], jsonschema.protocols.Validator | None] = {}
 
+    def _crd(self, group: str, version: str, kind: str) -> dict[str, Any] | None:
+        """A CRD's schema, the CRDs of each group read when first asked for."""
+        if "." not in group or not self._crd_paths:  # core, apps, batch...: never a CRD
+            return None
+        if group not in self._crds:
+            self._crds[group] = load_crds(self._crd_paths, group)
+        return self._crds[group].get((group, version, kind))
+
     def _validator(self, api_version: str, kind: str) -> tuple[jsonschema.protocols.Validator | None, str]:
         key = (api_version, kind)
         group, version = _group_version(api_version)
-        source = (f"CRD {group}/{version} {kind}" if (group, version, kind) in self.crds
+        source = (f"CRD {group}/{version} {kind}" if self._crd(group, version, kind) is not None
                   else f"Kubernetes {self.schema_dir}")
         if key not in self._validators:
             self._validators[key] = self._build(api_version, kind)
@@ -215,7 +259,7 @@ class SchemaValidator:
 
     def _build(self, api_version: str, kind: str) -> jsonschema.protocols.Validator | None:
         group, version = _group_version(api_version)
-        crd = self.crds.get((group, version, kind))
+        crd = self._crd(group, version, kind)
         if crd is not None:
             schema = strict_crd_schema(crd, api_version, kind)
             return jsonschema.Draft202012Validator(schema, registry=self._registry)

@@ -32,7 +32,7 @@ from inferbox.render import Renderer
 from inferbox.runner import RecordingRunner, Runner, ShellRunner
 from inferbox.tools import Toolbox, resolve_binary
 from inferbox.tools.helm import ChartSource, Helm
-from inferbox.ui import FitTable, ProgressView, plan_json, plan_table
+from inferbox.ui import FitTable, ProgressView, plan_json, plan_table, styled, warning
 from inferbox.wait import Waiter, is_ready_now
 
 
@@ -188,7 +188,10 @@ def bootstrap(settings: Settings, console: Console, *, runner: Runner | None = N
         if doctor.blocking_failures(checks):
             raise BootstrapBlocked(doctor.no_cluster_message(checks), doctor.checks_table(checks))
         console.print(doctor.checks_table(checks), soft_wrap=True)
-    note = runner.note if isinstance(runner, RecordingRunner) else console.print
+    def printed(line: str) -> None:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)  # names a path: never markup
+
+    note = runner.note if isinstance(runner, RecordingRunner) else printed
     settings, plan, report = checked_plan(settings, gpu=gpu, pull=not settings.dry_run, note=note,
                                           recorder=Toolbox.from_settings(settings, runner).helm)
     tools = Toolbox.from_settings(settings, runner)
@@ -243,22 +246,22 @@ def status(settings: Settings, console: Console, *, runner: Runner | None = None
     try:
         kube: Kube | None = Kube.connect(context=settings.kube_context)
         console.print(f"cluster context {settings.kube_context}: Kubernetes {kube.server_version()} "
-                      f"(pinned {settings.versions.kubernetes.version})")
+                      f"(pinned {settings.versions.kubernetes.version})", markup=False)
     except (ClusterError, KubeError) as exc:
         kube, unreachable = None, exc
-    table = FitTable("platform status", markup=True)
+    table = FitTable("platform status")
     for column in ("phase", "release", "status", "chart version", "pinned", "ready"):
         table.add_column(column)
     for phase in plan.order():
         release = helm.release(phase.release, phase.namespace) if kube else None
         live = release.chart_version(phase.chart_name) if release else "-"
         drift = release is not None and live != phase.chart_version
-        ready = "-"
+        ready: str | Text = "-"
         if kube is not None and release is not None:
             failing = [c.describe() for c in phase.checks if not is_ready_now(kube, c)]
-            ready = "[green]yes[/]" if not failing else "[red]no[/]: " + "; ".join(failing)
+            ready = styled("yes", "green") if not failing else Text.assemble(("no", "red"), ": ", "; ".join(failing))
         state = release.status if release else ("not installed" if kube else "unknown")
-        table.add_row(phase.name, phase.release, state, f"[red]{live}[/]" if drift else live, phase.chart_version,
+        table.add_row(phase.name, phase.release, state, styled(live, "red") if drift else live, phase.chart_version,
                       ready)
     console.print(table)
     if unreachable is not None:
@@ -282,7 +285,8 @@ def teardown(settings: Settings, console: Console, *, keep_cluster: bool = False
     done: list[str] = []
     owns_cluster = settings.provider is not Provider.EXISTING
     if owns_cluster and not provider.exists():
-        console.print(f"{provider.name} cluster {settings.cluster_name!r} does not exist: nothing to tear down")
+        console.print(f"{provider.name} cluster {settings.cluster_name!r} does not exist: nothing to tear down",
+                      markup=False)
         return done
     if owns_cluster and not keep_cluster:
         provider.delete()
@@ -292,7 +296,7 @@ def teardown(settings: Settings, console: Console, *, keep_cluster: bool = False
             tools.helm.uninstall(phase.release, phase.namespace, missing_ok=True)
             done.append(f"uninstalled {phase.release} ({phase.namespace})")
     for line in done:
-        console.print(line)
+        console.print(line, markup=False)
     return done
 
 
@@ -307,7 +311,7 @@ def charts_verify(settings: Settings, console: Console) -> contract.ContractRepo
     console.print(render_table(report), soft_wrap=True)
     report.raise_for_problems(recheck_command(settings))
     console.print(f"render check passed: {len(report.renders)} phases from {store.root} in {report.seconds:.2f}s",
-                  highlight=False, soft_wrap=True)
+                  markup=False, highlight=False, soft_wrap=True)
     return report
 
 
@@ -332,12 +336,13 @@ def bundle(settings: Settings, console: Console, out: Path) -> contract.Contract
     console.print(render_table(report), soft_wrap=True)
     report.raise_for_problems(f"charts-verify --bundle {out}")
     console.print(f"bundle {out}: {len(store.manifest['charts'])} charts with sha256 in {out / 'bundle.json'}, "
-                  f"{len(images)} images in {out / 'images.txt'}, {crds} CRDs in {out / 'crds'}", highlight=False,
-                  soft_wrap=True)
+                  f"{len(images)} images in {out / 'images.txt'}, {crds} CRDs in {out / 'crds'}", markup=False,
+                  highlight=False, soft_wrap=True)
     if mutable := [image for image in images if contract.mutable_image(image)]:
-        console.print(f"[yellow]warning:[/] {len(mutable)} image references name no fixed version (mirror them "
-                      f"by digest): {', '.join(mutable)}", highlight=False, soft_wrap=True)
-    console.print(f"install with: {invoke(f'bootstrap --bundle {out}')}", highlight=False, soft_wrap=True)
+        console.print(warning(f"{len(mutable)} image references name no fixed version (mirror them by digest): "
+                              f"{', '.join(mutable)}"), soft_wrap=True)
+    console.print(f"install with: {invoke(f'bootstrap --bundle {out}')}", markup=False, highlight=False,
+                  soft_wrap=True)
     return report
 
 

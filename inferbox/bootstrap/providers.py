@@ -15,6 +15,11 @@ from inferbox.tools import Toolbox
 # Host ports that reach the Istio ingress gateway on kind (see manifests/kind-config.yaml.j2).
 GATEWAY_HTTP_PORT = 8080
 GATEWAY_HTTPS_PORT = 8443
+# Namespaces a provider's cluster comes with, besides Kubernetes' own: kind's node image runs
+# the local-path provisioner in local-path-storage (kubernetes-sigs/kind
+# pkg/build/nodeimage/const_storage.go@v0.32.0, unchanged on main); minikube's default addons
+# (storage-provisioner, nvidia-device-plugin) live in kube-system.
+PROVIDER_NAMESPACES = {Provider.KIND: ("local-path-storage",), Provider.MINIKUBE: (), Provider.EXISTING: ()}
 
 
 class ClusterProvider(Protocol):
@@ -34,6 +39,8 @@ class ClusterProvider(Protocol):
 
 @dataclass
 class KindProvider:
+    """kind: a cluster of Docker containers; its node image also runs a storage provisioner."""
+
     settings: Settings
     tools: Toolbox
     renderer: Renderer

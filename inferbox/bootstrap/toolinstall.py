@@ -144,7 +144,7 @@ def _v(version: str) -> str:
 
 
 def outcomes_table(outcomes: Sequence[ToolOutcome]) -> FitTable:
-    table = FitTable("inferbox tools", markup=True)
+    table = FitTable("inferbox tools")
     for column in ("tool", "version", "action", "path", "note"):
         table.add_column(column)
     for o in outcomes:

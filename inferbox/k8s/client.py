@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,12 +116,9 @@ class Kube:
     def list(self, api_version: str, kind: str, namespace: str | None = None, *,
              label_selector: str | None = None, field_selector: str | None = None) -> list[dict[str, Any]]:
         res = self.resource(api_version, kind)
-        kwargs: dict[str, Any] = {"namespace": namespace} if namespace else {}
-        if label_selector:
-            kwargs["label_selector"] = label_selector
-        if field_selector:
-            kwargs["field_selector"] = field_selector
-        result = self.call(f"list {kind}", res.get, **kwargs).to_dict()
+        query = [(key, value) for key, value in (("labelSelector", label_selector),
+                                                  ("fieldSelector", field_selector)) if value]
+        result = self.call(f"list {kind}", self._request, "GET", res.path(namespace=namespace), query)
         return list(result.get("items") or [])
 
     def list_with_version(self, api_version: str, kind: str, namespace: str | None, **selectors: str
@@ -163,11 +161,28 @@ class Kube:
         meta = obj.get("metadata", {})
         ref = ObjectRef(obj["apiVersion"], obj["kind"], meta.get("name", ""), meta.get("namespace"))
         res = self.resource(ref.api_version, ref.kind)
-        extra: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
+        query = [("fieldManager", field_manager), ("force", "true" if force else "false")]
+        if dry_run:
+            query.append(("dryRun", "All"))
         verb = "dry-run apply" if dry_run else "apply"
-        return dict(self.call(f"{verb} {ref}", res.server_side_apply, body=obj, name=ref.name,
-                              namespace=ref.namespace, field_manager=field_manager, force_conflicts=force,
-                              **extra).to_dict())
+        return self.call(f"{verb} {ref}", self._request, "PATCH", res.path(name=ref.name, namespace=ref.namespace),
+                         query, body=obj, content_type="application/apply-patch+yaml")
+
+    def _request(self, method: str, path: str, query: list[tuple[str, str]], *, body: Any = None,
+                 content_type: str = "application/json") -> dict[str, Any]:
+        """One request through the client's connection pool and authentication, the JSON answer
+        as a dict: without the client's model layer, which costs more client CPU than the request
+        itself when thousands of objects are applied (bench/tenants_bench.py)."""
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        self.api_client.update_params_for_auth(headers, query, ["BearerToken"], path, method, body)
+        url = self.api_client.configuration.host + path
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        response = self.api_client.rest_client.request(method, url, headers=headers, body=body)
+        data = response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(http_resp=response, body=data.decode(errors="replace"), data=None)
+        return dict(json.loads(data))
 
     def delete(self, ref: ObjectRef, *, missing_ok: bool = True) -> bool:
         res = self.resource(ref.api_version, ref.kind)

@@ -130,7 +130,7 @@ def run_loadtest(settings: Settings, model: str | None, tenant: str | None, prof
                            load_dir=settings.root / "load")
     console.print(f"load test {run_dir.name}: profile {selection.profile.name} -> {endpoint.description}"
                   f"{f' as {selection.tenant}' if selection.tenant else ''}"
-                  f"{f', {workers} workers' if workers else ''}", highlight=False)
+                  f"{f', {workers} workers' if workers else ''}", markup=False, highlight=False)
     started = datetime.now(UTC)
     harness.run_locust(spec, runner or ShellRunner(), console, token=token,
                        master_port=free_port() if workers else None)

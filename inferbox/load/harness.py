@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
 from inferbox.errors import InferboxError
 from inferbox.load.profiles import Profile, format_duration
@@ -151,7 +152,7 @@ def run_locust(spec: RunSpec, runner: Runner, console: Console, *, token: str | 
             result = _follow(future, progress)
         except KeyboardInterrupt:
             # Ctrl-C reached Locust too (same process group): it stops and writes its reports.
-            console.print("interrupted: waiting for Locust to stop and write its reports ...")
+            console.print("interrupted: waiting for Locust to stop and write its reports ...", markup=False)
             future.result(timeout=spec.stop_timeout_s + 60)
             raise
     _save_output(spec.run_dir, result)
@@ -196,7 +197,8 @@ class Progress:
         self.started = clock()
         self.every_s = 5.0 if spec.profile.duration <= 120 else 30.0
         self.last_line = self.started
-        self.status = console.status(self.text({})) if console.is_terminal else None
+        # Text: a status given a str reads it as markup; profile and model names are shown as written.
+        self.status = console.status(Text(self.text({}))) if console.is_terminal else None
         if self.status is not None:
             self.status.start()
 
@@ -222,10 +224,10 @@ class Progress:
     def update(self) -> None:
         data = self.read()
         if self.status is not None:
-            self.status.update(self.text(data))
+            self.status.update(Text(self.text(data)))
         elif self.clock() - self.last_line >= self.every_s:
             self.last_line = self.clock()
-            self.console.print(self.text(data), highlight=False, soft_wrap=True)
+            self.console.print(self.text(data), markup=False, highlight=False, soft_wrap=True)
 
     def close(self) -> None:
         if self.status is not None:

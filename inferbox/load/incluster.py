@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.text import Text
 
 from inferbox.config import Settings
 from inferbox.errors import InferboxError
@@ -254,10 +255,10 @@ def run(settings: Settings, selection: Selection, *, workers: int, console: Cons
     started = datetime.now(UTC)
     apply(kube, objects)
     console.print(f"in-cluster load test {plan.run_id}: {workers} workers in namespace {plan.namespace} -> "
-                  f"{IN_CLUSTER_GATEWAY_URL} (Host {plan.host_header or '-'})", highlight=False)
+                  f"{IN_CLUSTER_GATEWAY_URL} (Host {plan.host_header or '-'})", markup=False, highlight=False)
     try:
-        with console.status(f"{plan.run_id}: running {selection.profile.name} for {selection.profile.duration}s "
-                            "in the cluster ..."):
+        with console.status(Text(f"{plan.run_id}: running {selection.profile.name} for "
+                                 f"{selection.profile.duration}s in the cluster ...")):
             collect(settings, plan, kube, runner, run_dir)
     finally:
         cleanup(kube, objects)

@@ -24,6 +24,8 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -37,6 +39,11 @@ Protocol = Literal["v1", "v2", "openai"]
 PROFILE_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 BOUNDS = ("duration", "maxRequests")
 LLM_SLOS = ("ttftP95Ms", "itlP95Ms", "minTokensPerS")
+# Percentile thresholds of one distribution, lowest percentile first: each must be at least the
+# ones before it (a p95 below the p50 can never be met as written: a typo or swapped values).
+# TTFT and inter-token latency have one percentile each (ttftP95Ms, itlP95Ms); a second one of
+# theirs belongs in a group here.
+PERCENTILE_GROUPS = (("p50_ms", "p95_ms", "p99_ms"),)
 _DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
 
 
@@ -57,6 +64,10 @@ def parse_duration(value: Any) -> int:
     if not 0 < seconds <= MAX_DURATION_S:
         raise ValueError(f"{value!r}: a run lasts between 1 s and {MAX_DURATION_S // 3600} h")
     return seconds
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
 
 
 def format_duration(seconds: int) -> str:
@@ -113,6 +124,24 @@ class Slo(_Strict):
     ttft_p95_ms: PositiveFloat | None = Field(default=None, alias="ttftP95Ms")
     itl_p95_ms: PositiveFloat | None = Field(default=None, alias="itlP95Ms")
     min_tokens_per_s: PositiveFloat | None = Field(default=None, alias="minTokensPerS")
+
+    @field_validator(*(name for group in PERCENTILE_GROUPS for name in group[1:]))
+    @classmethod
+    def _percentiles_ordered(cls, value: float | None, info: ValidationInfo) -> float | None:
+        """Reported at the higher percentile's field; ``info.data`` holds the fields above it."""
+        if value is None or info.field_name is None:
+            return value
+        group = next(g for g in PERCENTILE_GROUPS if info.field_name in g)
+        lower = group[:group.index(info.field_name)]
+        above = [(cls.model_fields[name].alias, info.data[name]) for name in lower
+                 if info.data.get(name) is not None and info.data[name] > value]
+        if above:
+            alias = cls.model_fields[info.field_name].alias
+            order = " <= ".join(str(cls.model_fields[name].alias) for name in group)
+            shown = ", ".join(f"{name} ({_number(limit)})" for name, limit in above)
+            raise ValueError(f"{alias} ({_number(value)}) is below {shown}: a higher percentile cannot be lower "
+                             f"({order})")
+        return value
 
     def llm_set(self) -> list[str]:
         return [alias for alias in LLM_SLOS if self.value(alias) is not None]

@@ -21,6 +21,7 @@ from inferbox.load import summary as verdict
 from inferbox.load.profiles import Profile
 from inferbox.load.report import GpuPanel, gpu_panel, write_report
 from inferbox.models.catalog import ModelSpec
+from inferbox.ui import warning as ui_warning
 
 TOKEN_MARGIN_S = 600  # a token outlives the run by this much (tokens live 24 h at most)
 
@@ -55,7 +56,7 @@ def issue_token(settings: Settings, tenant: str, duration_s: int, console: Conso
 
     issued, warning = token_for(settings, tenant=tenant, ttl=f"{min(MAX_TTL_S, duration_s + TOKEN_MARGIN_S)}s")
     if warning:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        console.print(ui_warning(warning), soft_wrap=True)
     return issued.token
 
 
@@ -108,7 +109,7 @@ def finish(settings: Settings, run_dir: Path, selection: Selection, console: Con
     console.print(verdict.slo_table(summary))
     if previous is not None:
         console.print(verdict.compare_table(rows, str(summary["compared_with"]["run"])))
-    console.print(f"report: {report}", highlight=False, soft_wrap=True)
+    console.print(f"report: {report}", markup=False, highlight=False, soft_wrap=True)
     breached = [v for v in verdict.verdicts_of(summary) if not v.ok]
     if breached:
         raise verdict.SloBreached(breached, run_dir)

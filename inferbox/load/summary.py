@@ -13,9 +13,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.text import Text
+
 from inferbox.errors import ConfigError, InferboxError
 from inferbox.load.profiles import Profile, Slo
-from inferbox.ui import FitTable
+from inferbox.ui import FitTable, styled
 
 SUMMARY_FILE = "summary.json"
 SUMMARY_SCHEMA = 1
@@ -248,26 +250,27 @@ def metrics_table(summary: dict[str, Any]) -> FitTable | None:
 
 
 def slo_table(summary: dict[str, Any]) -> FitTable:
-    table = FitTable(f"SLOs (profile {summary['profile']['name']})", markup=True)
+    table = FitTable(f"SLOs (profile {summary['profile']['name']})")
     for column in ("SLO", "measures", "threshold", "observed", "verdict"):
         table.add_column(column)
     for v in verdicts_of(summary):
         relation = ">=" if v.slo in ("minRps", "minTokensPerS") else "<="
         table.add_row(v.slo, v.description, f"{relation} {_fmt(v.threshold)} {v.unit}".strip(),
                       "no data" if v.observed is None else f"{_cell(v.observed)} {v.unit}".strip(),
-                      "[green]ok[/]" if v.ok else "[bold red]BREACHED[/]")
+                      styled("ok", "green") if v.ok else styled("BREACHED", "bold red"))
     return table
 
 
 def compare_table(rows: list[dict[str, Any]], before: str) -> FitTable:
-    table = FitTable(f"compared with {before}", markup=True)
+    table = FitTable(f"compared with {before}")
     for column in ("metric", "before", "now", "change"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     style = {"better": "green", "worse": "red"}
     for row in rows:
         relative = "" if row["relative"] is None else f" ({row['relative']:+.1%})"
         change = f"{row['change']:+.4g}{relative}"
+        cell: str | Text = change
         if row["direction"] in style:
-            change = f"[{style[row['direction']]}]{change} {row['direction']}[/]"
-        table.add_row(row["metric"], _cell(row["before"]), _cell(row["now"]), change)
+            cell = styled(f"{change} {row['direction']}", style[row["direction"]])
+        table.add_row(row["metric"], _cell(row["before"]), _cell(row["now"]), cell)
     return table

@@ -45,7 +45,7 @@ class LocalPaths:
 
     @classmethod
     def for_settings(cls, settings: Settings, *, venv: Path | None = None) -> LocalPaths:
-        directory = settings.state_dir / "local"
+        directory = local_dir(settings.state_dir)
         return cls(directory=directory, venv=venv or directory / "venv",
                    requirements=settings.root / "models" / "local-predictor", root=settings.root)
 
@@ -214,18 +214,32 @@ class LocalTarget:
     # -- down ---------------------------------------------------------------------------------
     def down(self, name: str | None = None) -> list[str]:
         """Stop one model's predictor, or all; stale records are removed. Safe to repeat."""
-        done: list[str] = []
-        with self.state.locked() as records:
-            names = [name] if name is not None else sorted(records)
-            for model in names:
-                record = records.pop(model, None)
-                if record is None:
-                    done.append(f"{model}: not running")
-                elif procs.stop(record.pid, record.pid_start):
-                    done.append(f"{model}: stopped pid {record.pid}")
-                else:
-                    done.append(f"{model}: pid {record.pid} was already gone (stale record removed)")
-        return done or ["no local predictors"]
+        return stop_predictors(self.paths.directory, name)
+
+
+def stop_predictors(directory: Path, name: str | None = None) -> list[str]:
+    """Stop one model's predictor, or all, from the state in ``directory`` alone; stale records
+    are removed. Safe to repeat.
+
+    Reads no configuration (catalog, versions.toml): a predictor must be stoppable whatever
+    became of the files it was started from. Each record carries its pid and start time."""
+    done: list[str] = []
+    with StateFile(directory).locked() as records:
+        names = [name] if name is not None else sorted(records)
+        for model in names:
+            record = records.pop(model, None)
+            if record is None:
+                done.append(f"{model}: not running")
+            elif procs.stop(record.pid, record.pid_start):
+                done.append(f"{model}: stopped pid {record.pid}")
+            else:
+                done.append(f"{model}: pid {record.pid} was already gone (stale record removed)")
+    return done or ["no local predictors"]
+
+
+def local_dir(state_dir: Path) -> Path:
+    """Where local predictors keep their state, logs and built models (.inferbox/local)."""
+    return state_dir / "local"
 
 
 def local_target(settings: Settings, catalog: Catalog, runner: Runner, **kwargs: Any) -> LocalTarget:

@@ -1,27 +1,30 @@
 """What the model tasks do (deploy-model, predict, down, undeploy-model, promote, rollback, models).
 
-Each function takes validated settings and returns what to print or raises an InferboxError;
-the tasks only parse flags. ``--target local`` runs KServe's model server as a local process
-(inferbox.local); ``--target cluster`` applies an InferenceService for a tenant.
+Each function takes validated settings (``down`` only the state folder: stopping reads no
+configuration) and returns what to print or raises an InferboxError; the tasks only parse flags.
+``--target local`` runs KServe's model server as a local process (inferbox.local); ``--target
+cluster`` applies an InferenceService for a tenant.
 """
 
 from __future__ import annotations
 
 import json
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from inferbox.config import Settings
 from inferbox.errors import ConfigError, InferboxError
 from inferbox.k8s import Kube
-from inferbox.local.predictors import LocalTarget, Prediction, local_target
+from inferbox.local.predictors import LocalTarget, Prediction, local_dir, local_target, stop_predictors
 from inferbox.models import deploy as cluster
 from inferbox.models.catalog import Catalog, default_catalog_path, load_catalog
 from inferbox.models.hosts import ingress_naming
 from inferbox.models.render import DeploymentMode, RenderOptions
 from inferbox.render import Renderer
 from inferbox.runner import Runner, ShellRunner
-from inferbox.tenants.spec import load_tenants, select
+from inferbox.tenants import app as tenant_app
+from inferbox.tenants.spec import select
 from inferbox.ui import FitTable
 
 
@@ -60,7 +63,7 @@ def load_models(settings: Settings) -> Catalog:
 def model_tenant(settings: Settings, name: str | None) -> cluster.ModelTenant:
     if not name:
         raise ConfigError("command line", [("tenant", "required with --target cluster (a tenants/<name>.yaml)")])
-    (tenant,) = select(load_tenants(settings.root / "tenants", root=settings.root), name)
+    (tenant,) = select(tenant_app.load(settings), name)  # the same checks as tenants-apply
     return cluster.ModelTenant.from_tenant(tenant)
 
 
@@ -82,10 +85,16 @@ def deploy(settings: Settings, name: str, *, target: Target, tenant: str | None 
                                                           "--cpu-fallback apply to --target cluster only")])
         return _local(settings).deploy(name).message()
     options = RenderOptions(mode=mode, cpu_fallback=cpu_fallback, canary_percent=canary, storage_uri=storage_uri)
-    result = cluster.deploy_model(kube or _kube(settings), load_models(settings), name, model_tenant(settings, tenant),
-                                  Renderer(settings.root / "manifests"), options=options, wait=wait,
-                                  timeout_s=timeout_s, context=settings.kube_context,
-                                  naming=ingress_naming(settings))
+    # The configuration first (the catalog and the model in it, the tenant file, KServe's values),
+    # the cluster after: a bad file is reported naming the file and the field, not as a failed
+    # connection (or not at all, when there is no cluster yet).
+    catalog = load_models(settings)
+    catalog.get(name)
+    owner = model_tenant(settings, tenant)
+    naming = ingress_naming(settings)
+    result = cluster.deploy_model(kube or _kube(settings), catalog, name, owner, Renderer(settings.root / "manifests"),
+                                  options=options, wait=wait, timeout_s=timeout_s, context=settings.kube_context,
+                                  naming=naming)
     return result.message()
 
 
@@ -131,10 +140,12 @@ def prediction_lines(prediction: Prediction) -> list[str]:
             f"{prediction.model}: v1 predictions {prediction.v1_predictions}, v2 outputs {prediction.v2_outputs}"]
 
 
-def down(settings: Settings, *, target: Target, model: str | None = None) -> list[str]:
+def down(state_dir: Path, *, target: Target, model: str | None = None) -> list[str]:
+    """Stop local predictors from the local state in ``state_dir`` alone: no catalog, no
+    versions.toml, so a broken configuration never keeps a predictor running."""
     if target is not Target.LOCAL:
         raise InferboxError("down stops local predictors (--target local); on a cluster use undeploy-model")
-    return _local(settings).down(model)
+    return stop_predictors(local_dir(state_dir), model)
 
 
 def undeploy(settings: Settings, name: str, *, tenant: str | None, kube: Kube | None = None) -> str:
@@ -146,12 +157,14 @@ def undeploy(settings: Settings, name: str, *, tenant: str | None, kube: Kube | 
 
 
 def promote(settings: Settings, name: str, *, tenant: str | None, kube: Kube | None = None) -> str:
-    cluster.promote(kube or _kube(settings), name, model_tenant(settings, tenant))
+    owner = model_tenant(settings, tenant)  # the tenant file before the cluster
+    cluster.promote(kube or _kube(settings), name, owner)
     return f"{name}: canary promoted (it now takes all traffic)"
 
 
 def rollback(settings: Settings, name: str, *, tenant: str | None, kube: Kube | None = None) -> str:
-    cluster.rollback(kube or _kube(settings), name, model_tenant(settings, tenant))
+    owner = model_tenant(settings, tenant)  # the tenant file before the cluster
+    cluster.rollback(kube or _kube(settings), name, owner)
     return f"{name}: rolled back (canaryTrafficPercent 0: all traffic on the previous revision)"
 
 

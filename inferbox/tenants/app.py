@@ -6,8 +6,9 @@ one task's work; tasks_tenants_proposal.py only parses flags and calls these.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +16,29 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from inferbox.bootstrap.providers import PROVIDER_NAMESPACES
 from inferbox.config import Settings
 from inferbox.errors import ConfigError, InferboxError
 from inferbox.hints import invoke
 from inferbox.k8s import Kube
+from inferbox.models.catalog import default_catalog_path, load_catalog
 from inferbox.models.hosts import ingress_naming
 from inferbox.tenants import isolation
 from inferbox.tenants.apply import SHARED, ApplyReport, Desired, Outcome, apply_all, delete_tenant
 from inferbox.tenants.keys import ISSUER, IssuedToken, KeyInfo, KeyStore, issue_token, parse_ttl
 from inferbox.tenants.render import pss_version, render_shared, render_tenant, to_yaml
-from inferbox.tenants.spec import Tenant, load_tenants, parse_tenant, select, tenant_files
-from inferbox.ui import FitTable
+from inferbox.tenants.spec import (
+    BOUNDS_FILE,
+    KUBERNETES_NAMESPACES,
+    Tenant,
+    TenantRules,
+    load_bounds,
+    load_tenants,
+    parse_tenant,
+    select,
+    tenant_files,
+)
+from inferbox.ui import FitTable, styled
 from inferbox.validate import SchemaValidator
 
 _OUTCOME_STYLE = {Outcome.CREATED: "green", Outcome.CONFIGURED: "yellow", Outcome.PRUNED: "red",
@@ -36,8 +49,9 @@ _OUTCOME_STYLE = {Outcome.CREATED: "green", Outcome.CONFIGURED: "yellow", Outcom
 class TenantsFailed(InferboxError):
     """Some tenants could not be converged; ``table`` shows what was done."""
 
-    def __init__(self, message: str, table: Table) -> None:
+    def __init__(self, message: str, table: Table | FitTable, report: ApplyReport | None = None) -> None:
         self.table = table
+        self.report = report
         super().__init__(message)
 
 
@@ -49,21 +63,55 @@ def keystore(settings: Settings) -> KeyStore:
     return KeyStore.for_state_dir(settings.state_dir)
 
 
+def platform_namespaces(settings: Settings) -> frozenset[str]:
+    """Every namespace the platform may use, whatever the bootstrap flags: each phase's and each
+    health check's (the full plan: GPU, Knative and monitoring on), the in-cluster load tests',
+    the providers' add-ons' and Kubernetes' own. A tenant may take none of them."""
+    from inferbox.bootstrap.phases import build_plan
+    from inferbox.load.incluster import NAMESPACE as LOAD_NAMESPACE
+
+    full = build_plan(replace(settings, knative=True, monitoring=True), gpu=True)
+    names = {p.namespace for p in full.phases} | {c.namespace for p in full.phases for c in p.checks if c.namespace}
+    names |= {n for provider in PROVIDER_NAMESPACES.values() for n in provider}
+    return frozenset(names | {LOAD_NAMESPACE} | KUBERNETES_NAMESPACES)
+
+
+def tenant_rules(settings: Settings, directory: Path | None = None) -> TenantRules:
+    """What every tenant file is checked against: platform namespaces, the catalog, and the
+    bounds in ``bounds.toml`` beside the tenant files."""
+    catalog_path = default_catalog_path(settings.root)
+    bounds_path = (directory or tenants_dir(settings)) / BOUNDS_FILE
+    return TenantRules(reserved=platform_namespaces(settings),
+                       models=frozenset(load_catalog(catalog_path).models),
+                       bounds=load_bounds(bounds_path, shown=_shown(settings, bounds_path)),
+                       catalog=_shown(settings, catalog_path), bounds_file=_shown(settings, bounds_path))
+
+
+def _shown(settings: Settings, path: Path) -> str:
+    return str(path.relative_to(settings.root)) if path.is_relative_to(settings.root) else str(path)
+
+
 def load(settings: Settings, directory: Path | None = None) -> list[Tenant]:
     """Every tenant file, all validated (one bad file stops everything)."""
-    return load_tenants(directory or tenants_dir(settings), root=settings.root)
+    return load_tenants(directory or tenants_dir(settings), root=settings.root,
+                        rules=tenant_rules(settings, directory))
 
 
-def render_units(settings: Settings, tenants: Sequence[Tenant], store: KeyStore, *,
-                 crds: Sequence[Path] = ()) -> list[Desired]:
-    """Render the shared objects and each tenant's, then schema-validate all of them at once."""
+def render_units(settings: Settings, tenants: Sequence[Tenant], store: KeyStore) -> list[Desired]:
+    """The shared objects and each tenant's, rendered."""
     jwks = store.jwks_json()
     version = pss_version(settings.versions.kubernetes.version)
     units = [Desired(SHARED, render_shared())]
     units += [Desired(t.name, render_tenant(t, ISSUER, jwks, pod_security_version=version)) for t in tenants]
-    SchemaValidator(settings.versions.kubernetes.version, crds).validate(
-        obj for unit in units for obj in unit.objects)
     return units
+
+
+def schema_check(settings: Settings, crds: Sequence[Path] = ()) -> Callable[[list[dict[str, Any]]], None]:
+    """Validate objects against Kubernetes' schemas (and the CRDs under ``crds``), all at once."""
+    def check(objects: list[dict[str, Any]]) -> None:
+        if objects:
+            SchemaValidator(settings.versions.kubernetes.version, crds).validate(objects)
+    return check
 
 
 def check_model_hosts(settings: Settings, tenants: Sequence[Tenant]) -> None:
@@ -81,15 +129,27 @@ def connect(settings: Settings) -> Kube:
     return Kube.connect(context=settings.kube_context)
 
 
+# Outcomes shown object by object; the rest are counted, one row per tenant.
+_ONE_ROW_EACH = frozenset(Outcome) - {Outcome.CREATED, Outcome.WOULD_CREATE, Outcome.UNCHANGED}
+
+
 def report_table(report: ApplyReport, title: str = "tenants") -> FitTable:
-    table = FitTable(title, markup=True)
+    """Every object that changed other than by creation, or failed; a tenant's created objects in
+    one row ("17 created"); tenants where nothing changed only in the summary line."""
+    table = FitTable(title)
     for column in ("tenant", "object", "result", "detail"):
         table.add_column(column)
-    for result in report.results:
-        style = _OUTCOME_STYLE.get(result.outcome, "")
-        table.add_row(result.tenant, str(result.ref), f"[{style}]{result.outcome.value}[/]", result.detail)
+    for tenant, results in itertools.groupby(report.results, key=lambda r: r.tenant):
+        rows = list(results)
+        created = [r for r in rows if r.outcome in (Outcome.CREATED, Outcome.WOULD_CREATE)]
+        if created:
+            kinds = sorted({r.ref.kind for r in created}, key=[r.ref.kind for r in created].index)
+            table.add_row(tenant, ", ".join(kinds), styled(f"{len(created)} {created[0].outcome.value}", "green"), "")
+        for result in (r for r in rows if r.outcome in _ONE_ROW_EACH):
+            style = _OUTCOME_STYLE.get(result.outcome, "")
+            table.add_row(result.tenant, str(result.ref), styled(result.outcome.value, style), result.detail)
     for tenant, error in sorted(report.errors.items()):
-        table.add_row(tenant, "", "[bold red]failed[/]", error)
+        table.add_row(tenant, "", styled("failed", "bold red"), error)
     return table
 
 
@@ -98,17 +158,20 @@ def tenants_apply(settings: Settings, console: Console, *, tenant: str | None = 
     """Make the cluster match the tenant files (all, or the one named); prune what they dropped."""
     tenants = load(settings, directory)  # all of them, even with --tenant: one bad file stops the run
     check_model_hosts(settings, tenants)
-    units = render_units(settings, select(tenants, tenant), keystore(settings), crds=crds)
+    units = render_units(settings, select(tenants, tenant), keystore(settings))
     kube = kube or connect(settings)
-    report = apply_all(kube, units, dry_run=dry_run, declared=[t.name for t in tenants])
+    report = apply_all(kube, units, dry_run=dry_run, declared=[t.name for t in tenants],
+                       check=schema_check(settings, crds))
     table = report_table(report, "tenants (dry run: nothing changed)" if dry_run else "tenants")
     if report.errors:
-        raise TenantsFailed(report.summary(), table)
-    console.print(table)
-    console.print(report.summary(), highlight=False)
+        details = "".join(f"\n  {name}: {error}" for name, error in sorted(report.errors.items()))
+        raise TenantsFailed(report.summary() + details, table, report)
+    if table.rows:
+        console.print(table)
+    console.print(report.summary(), markup=False, highlight=False)
     for orphan in report.orphans:
-        console.print(f"[yellow]tenant {orphan!r} has a namespace but no tenant file: "
-                      f"`{invoke(f'tenant-delete {orphan}')}` removes it[/]")
+        console.print(styled(f"tenant {orphan!r} has a namespace but no tenant file: "
+                             f"`{invoke(f'tenant-delete {orphan}')}` removes it", "yellow"))
     return report
 
 
@@ -129,13 +192,13 @@ def tenant_delete(settings: Settings, console: Console, name: str, *, confirmed:
     """Delete what inferbox made for tenant ``name``; say so when its file would bring it back."""
     report = delete_tenant(kube or connect(settings), name, confirmed=confirmed)
     if not report.results:
-        console.print(f"nothing to delete: no objects carry tenant {name!r}'s labels")
+        console.print(f"nothing to delete: no objects carry tenant {name!r}'s labels", markup=False)
     else:
         console.print(report_table(report, f"tenant-delete {name}"))
     for path in tenant_files(directory or tenants_dir(settings)):
         if path.stem == name:
-            console.print(f"[yellow]{path.name} still declares {name!r}: remove it, or the next "
-                          f"`{invoke('tenants-apply')}` creates the tenant again[/]")
+            console.print(styled(f"{path.name} still declares {name!r}: remove it, or the next "
+                                 f"`{invoke('tenants-apply')}` creates the tenant again", "yellow"))
     return report
 
 
@@ -177,7 +240,7 @@ def create_tenant(settings: Settings, console: Console, new: NewTenant, *, apply
     folder = directory or tenants_dir(settings)
     path = folder / f"{new.name}.yaml"
     document = new.document()
-    parse_tenant(document, path, root=settings.root)  # invalid input: nothing is written
+    parse_tenant(document, path, root=settings.root, rules=tenant_rules(settings, folder))  # invalid: no file
     if any(p.stem == new.name for p in tenant_files(folder)):
         raise ConfigError(str(path), [("name", f"tenant {new.name!r} already exists; edit its file instead")])
     load(settings, folder)  # the other files must be valid too, or the apply below could not run
@@ -185,14 +248,14 @@ def create_tenant(settings: Settings, console: Console, new: NewTenant, *, apply
     header = f"# Tenant {new.name}, created by `invoke tenant-create`. Format: README.md, section Tenants.\n"
     with path.open("x") as handle:  # "x": fail rather than overwrite if it appeared meanwhile
         handle.write(header + yaml.safe_dump(document, sort_keys=False))
-    console.print(f"wrote {path}")
+    console.print(f"wrote {path}", markup=False)
     if apply:
         tenants_apply(settings, console, tenant=new.name, kube=kube, directory=folder)
     return path
 
 
 def keys_table(keys: Sequence[KeyInfo]) -> FitTable:
-    table = FitTable("signing keys (ES256)", markup=True)
+    table = FitTable("signing keys (ES256)")
     for column in ("kid (RFC 7638 thumbprint)", "created", "status"):
         table.add_column(column)
     for key in keys:
@@ -208,16 +271,16 @@ def manage_keys(settings: Settings, console: Console, *, rotate: bool = False, r
         raise ConfigError("command line", [("rotate", "rotate and retire are separate steps: one at a time")])
     _, created = store.ensure()
     if created:
-        console.print(f"created a signing key in {store.directory} (mode 0600; never commit it)")
+        console.print(f"created a signing key in {store.directory} (mode 0600; never commit it)", markup=False)
     if rotate and not created:
         new = store.rotate()
-        console.print(f"new active key {new.kid}; the previous key still verifies until retired")
+        console.print(f"new active key {new.kid}; the previous key still verifies until retired", markup=False)
     if retire:
         store.retire(retire)
-        console.print(f"retired {retire}")
+        console.print(f"retired {retire}", markup=False)
     if rotate or retire or created:
         console.print(f"run `{invoke('tenants-apply')}` to publish the key set to the tenants' "
-                      "RequestAuthentication")
+                      "RequestAuthentication", markup=False)
     keys = store.list_keys()
     console.print(keys_table(keys))
     if show_jwks:
@@ -243,13 +306,15 @@ def token_for(settings: Settings, *, tenant: str, subject: str | None = None, tt
 
 
 def isolation_table(probes: Sequence[isolation.Probe]) -> FitTable:
-    table = FitTable("verify-isolation", markup=True)
+    table = FitTable("verify-isolation")
     for column in ("case", "token", "expected", "observed", ""):
         table.add_column(column)
     for p in probes:
         observed = str(p.status) if p.status is not None else f"- ({p.error})"
-        table.add_row(p.case.name, p.case.description, str(p.case.expected), observed,
-                      "[green]ok[/]" if p.ok else "[bold red]MISMATCH[/]")
+        verdict = styled("ok", "green") if p.ok else styled("MISMATCH", "bold red")
+        if p.ok and p.case.mesh_limit:  # admitted as expected, but only because Istio cannot refuse it
+            verdict = styled(f"ok (mesh limit: {p.case.mesh_limit})", "yellow")
+        table.add_row(p.case.name, p.case.description, str(p.case.expected), observed, verdict)
     return table
 
 

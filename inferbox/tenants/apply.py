@@ -1,20 +1,30 @@
 """Make the cluster match the tenant files: plan, apply (server-side), prune, report.
 
-* ``plan(desired, observed)`` is pure: create what is missing, apply what exists, prune what is
-  labelled for the tenant but no longer rendered.
-* ``apply_all`` carries plans out concurrently across tenants (one thread per tenant; objects of
-  one tenant in apply order), server-side apply with the one field manager ``inferbox``. Each
-  object is reported created / configured / unchanged / pruned: "unchanged" means the object
-  after the apply equals the object before it, status and bookkeeping metadata aside — so a
-  second run with the same files says so.
-* ``dry_run=True`` asks the API server for a dry-run apply instead and compares the same way,
-  changing nothing.
+* ``plan(desired, observed)`` is pure: create what is missing, apply what exists, skip what is
+  unchanged, prune what is labelled for the tenant but no longer rendered.
+* ``apply_all`` observes every tenant's objects with one LIST per kind, then carries the plans
+  out concurrently across tenants (objects of one tenant in apply order, isolation first),
+  server-side apply with the one field manager ``inferbox``. Each object is reported created /
+  configured / unchanged / pruned.
+* Unchanged objects cost no request: every applied object carries the digest of what was
+  applied (``inferbox.dev/applied-digest``); an object whose digest matches and whose live
+  fields still hold every applied value is left alone. Anything else is applied, and called
+  "unchanged" when the object after the apply equals the one before, status and bookkeeping aside.
+* A tenant is all-or-nothing: the first object the API server refuses stops that tenant, and
+  what this run created is deleted again (a namespace it created, with everything in it). An
+  existing tenant whose objects were already changed is reported object by object, with the
+  command that finishes it. Other tenants are not affected.
+* ``dry_run=True`` asks the API server for a dry-run apply of every changed object instead,
+  changing nothing; objects of a namespace that does not exist yet are validated in ``default``
+  (the server refuses a dry run into a missing namespace), so every object is checked.
 * ``delete_tenant`` removes only what carries the tenant's ownership labels, and keeps the
   namespace when something inferbox does not own still lives in it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,9 +33,17 @@ from enum import StrEnum
 from typing import Any
 
 from inferbox.errors import ClusterError, InferboxError, KubeError, NotFound
+from inferbox.hints import invoke
 from inferbox.k8s import Kube, ObjectRef
 from inferbox.render import sort_objects
-from inferbox.tenants.render import COMPONENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL, tenant_selector
+from inferbox.tenants.render import (
+    COMPONENT_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    TENANT_LABEL,
+    sort_tenant_objects,
+    tenant_selector,
+)
 
 log = logging.getLogger("inferbox.tenants")
 
@@ -49,18 +67,24 @@ class ManagedKind:
 # tests/unit/test_tenants_render.py fails when a template renders a kind missing here.
 TENANT_KINDS = (
     ManagedKind("v1", "Namespace", namespaced=False),
-    ManagedKind("v1", "ServiceAccount"),
-    ManagedKind("v1", "ConfigMap"),
-    ManagedKind("rbac.authorization.k8s.io/v1", "Role"),
-    ManagedKind("rbac.authorization.k8s.io/v1", "RoleBinding"),
-    ManagedKind("v1", "ResourceQuota"),
-    ManagedKind("v1", "LimitRange"),
     ManagedKind("networking.k8s.io/v1", "NetworkPolicy"),
     ManagedKind("security.istio.io/v1", "PeerAuthentication"),
     ManagedKind("security.istio.io/v1", "RequestAuthentication"),
     ManagedKind("security.istio.io/v1", "AuthorizationPolicy"),
+    ManagedKind("v1", "ResourceQuota"),
+    ManagedKind("v1", "LimitRange"),
+    ManagedKind("v1", "ServiceAccount"),
+    ManagedKind("v1", "ConfigMap"),
+    ManagedKind("rbac.authorization.k8s.io/v1", "Role"),
+    ManagedKind("rbac.authorization.k8s.io/v1", "RoleBinding"),
     ManagedKind("networking.istio.io/v1alpha3", "EnvoyFilter"),
 )
+DIGEST_ANNOTATION = "inferbox.dev/applied-digest"
+# Which part of a tenant file each rendered kind comes from, for errors the API server reports.
+SOURCE_FIELDS = {"Namespace": "name, displayName, labels", "ResourceQuota": "quotas", "LimitRange": "limitRange",
+                 "AuthorizationPolicy": "callers", "EnvoyFilter": "rateLimit", "ConfigMap": "models"}
+# Where a dry run validates objects whose namespace does not exist yet: every cluster has it.
+DRY_RUN_NAMESPACE = "default"
 SHARED_KINDS = (
     ManagedKind("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy", namespaced=False),
     ManagedKind("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding", namespaced=False),
@@ -92,10 +116,12 @@ class Outcome(StrEnum):
     WOULD_CONFIGURE = "would configure"
     WOULD_PRUNE = "would prune"
     KEPT = "kept"
+    ROLLED_BACK = "rolled back"  # created by this run, deleted again when the tenant failed
+    NOT_APPLIED = "not applied"  # the tenant failed before this object's turn
 
     @property
     def changes(self) -> bool:
-        return self not in (Outcome.UNCHANGED, Outcome.KEPT)
+        return self not in (Outcome.UNCHANGED, Outcome.KEPT, Outcome.ROLLED_BACK, Outcome.NOT_APPLIED)
 
 
 @dataclass(frozen=True)
@@ -104,6 +130,7 @@ class Step:
     ref: ObjectRef
     desired: dict[str, Any] | None = None
     live: dict[str, Any] | None = None
+    unchanged: bool = False  # the live object already holds ``desired`` (see ``in_effect``)
 
 
 @dataclass(frozen=True)
@@ -160,25 +187,63 @@ _VOLATILE_METADATA = ("resourceVersion", "managedFields", "generation", "uid", "
 
 
 def comparable(obj: dict[str, Any]) -> dict[str, Any]:
-    """The object without status and the metadata the server maintains: what an apply may change."""
+    """The object without status, the metadata the server maintains and the applied digest: what
+    an apply may change."""
     out = {k: v for k, v in obj.items() if k != "status"}
-    out["metadata"] = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _VOLATILE_METADATA}
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _VOLATILE_METADATA}
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != DIGEST_ANNOTATION}
+    if annotations:
+        meta["annotations"] = annotations
+    else:
+        meta.pop("annotations", None)
+    out["metadata"] = meta
     return out
+
+
+def with_digest(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` with the digest of its content as an annotation (a copy; ``obj`` is unchanged)."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    meta = dict(obj.get("metadata") or {})
+    meta["annotations"] = {**(meta.get("annotations") or {}), DIGEST_ANNOTATION: digest}
+    return {**obj, "metadata": meta}
+
+
+def _holds(live: Any, desired: Any) -> bool:
+    """Every value of ``desired`` is in ``live`` (which may hold more: server defaults)."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(k in live and _holds(live[k], v) for k, v in desired.items())
+    if isinstance(desired, list):
+        return isinstance(live, list) and len(live) == len(desired) and all(map(_holds, live, desired))
+    return bool(live == desired)
+
+
+def in_effect(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
+    """Would applying ``desired`` (made by ``with_digest``) leave ``live`` as it is? Yes when the
+    live object carries the same digest (so no field was dropped from the file since) and still
+    holds every applied value (so nobody changed one since)."""
+    if live is None:
+        return False
+    digest = (desired["metadata"].get("annotations") or {}).get(DIGEST_ANNOTATION)
+    live_digest = ((live.get("metadata") or {}).get("annotations") or {}).get(DIGEST_ANNOTATION)
+    return digest is not None and digest == live_digest and _holds(live, desired)
 
 
 # -- the plan (pure) ----------------------------------------------------------------------------
 
 
-def plan(desired: Sequence[dict[str, Any]], observed: Iterable[dict[str, Any]]) -> list[Step]:
+def plan(desired: Sequence[dict[str, Any]], observed: Iterable[dict[str, Any]], *,
+         order: Callable[..., list[dict[str, Any]]] = sort_objects) -> list[Step]:
     """Steps that make ``observed`` (what the labels find) into ``desired``: creates and applies in
-    apply order, then prunes in reverse apply order (contents before their namespace)."""
+    ``order``, then prunes in reverse order (contents before their namespace)."""
     live = {_key(ref_of(obj)): obj for obj in observed}
     wanted = {_key(ref_of(obj)) for obj in desired}
-    steps = [Step(Action.APPLY if _key(ref_of(obj)) in live else Action.CREATE, ref_of(obj), obj,
-                  live.get(_key(ref_of(obj))))
-             for obj in sort_objects(desired)]
+    steps = []
+    for obj in order([with_digest(o) for o in desired]):
+        current = live.get(_key(ref_of(obj)))
+        steps.append(Step(Action.APPLY if current is not None else Action.CREATE, ref_of(obj), obj, current,
+                          unchanged=in_effect(obj, current)))
     stale = [obj for key, obj in live.items() if key not in wanted]
-    steps += [Step(Action.PRUNE, ref_of(obj), None, obj) for obj in sort_objects(stale, reverse=True)]
+    steps += [Step(Action.PRUNE, ref_of(obj), None, obj) for obj in order(stale, reverse=True)]
     return steps
 
 
@@ -199,53 +264,113 @@ def served_kinds(kube: Kube, kinds: Iterable[ManagedKind]) -> set[tuple[str, str
 
 def observe(kube: Kube, kinds: Iterable[ManagedKind], selector: str, namespace: str | None,
             served: set[tuple[str, str]]) -> list[dict[str, Any]]:
-    """Every object of ``kinds`` matching ``selector`` (namespaced ones only in ``namespace``)."""
+    """Every object of ``kinds`` matching ``selector``: namespaced ones in ``namespace``, or in
+    every namespace when ``namespace`` is None (one LIST per kind for all tenants)."""
     found: list[dict[str, Any]] = []
     for kind in kinds:
         if (kind.api_version, kind.kind) not in served:
             continue  # e.g. Istio not installed yet: there can be none of them to prune
-        if kind.namespaced and namespace is None:
-            continue
         items = kube.list(kind.api_version, kind.kind, namespace if kind.namespaced else None,
                           label_selector=selector)
         for item in items:
-            # Lists carry no apiVersion/kind per item in every client version: set them.
+            # List items carry no apiVersion/kind: set them.
             item.setdefault("apiVersion", kind.api_version)
             item.setdefault("kind", kind.kind)
             found.append(item)
     return found
 
 
+class TenantFailed(InferboxError):
+    """The API server refused one of a tenant's objects; ``results`` says where each object stands."""
+
+    def __init__(self, message: str, results: list[ObjectResult]) -> None:
+        super().__init__(message)
+        self.results = results
+
+
 def execute(kube: Kube, tenant: str, steps: Sequence[Step], *, dry_run: bool = False) -> list[ObjectResult]:
+    """Carry ``steps`` out in order. The first refusal stops the run: what it created is deleted
+    again, and ``TenantFailed`` reports every object (done, rolled back, not applied)."""
     results: list[ObjectResult] = []
     new_namespaces = {s.ref.name for s in steps if s.ref.kind == "Namespace" and s.action is Action.CREATE}
-    for step in steps:
-        if step.action is Action.PRUNE:
-            if not dry_run:
-                kube.delete(step.ref)
-            results.append(ObjectResult(tenant, step.ref, Outcome.WOULD_PRUNE if dry_run else Outcome.PRUNED))
-            continue
-        assert step.desired is not None
-        if dry_run:
-            results.append(ObjectResult(tenant, step.ref, _dry_run_outcome(kube, step, new_namespaces)))
-            continue
-        after = kube.apply(step.desired, field_manager=FIELD_MANAGER)
-        if step.live is None:
-            outcome = Outcome.CREATED
-        else:
-            outcome = Outcome.UNCHANGED if comparable(after) == comparable(step.live) else Outcome.CONFIGURED
-        results.append(ObjectResult(tenant, step.ref, outcome))
+    for index, step in enumerate(steps):
+        try:
+            results.append(_execute_step(kube, tenant, step, new_namespaces, dry_run=dry_run))
+        except (KubeError, ClusterError) as exc:
+            if dry_run:
+                raise TenantFailed(f"{_source(tenant, step.ref)}: {step.ref} would be refused: {exc}; "
+                                   "nothing was changed", results) from exc
+            raise _roll_back(kube, tenant, steps, index, results, exc=exc) from exc
     return results
+
+
+def _execute_step(kube: Kube, tenant: str, step: Step, new_namespaces: set[str], *, dry_run: bool) -> ObjectResult:
+    if step.action is Action.PRUNE:
+        if not dry_run:
+            kube.delete(step.ref)
+        return ObjectResult(tenant, step.ref, Outcome.WOULD_PRUNE if dry_run else Outcome.PRUNED)
+    assert step.desired is not None
+    if step.unchanged:
+        return ObjectResult(tenant, step.ref, Outcome.UNCHANGED)  # no request: see in_effect
+    if dry_run:
+        return ObjectResult(tenant, step.ref, _dry_run_outcome(kube, step, new_namespaces))
+    after = kube.apply(step.desired, field_manager=FIELD_MANAGER)
+    if step.live is None:
+        return ObjectResult(tenant, step.ref, Outcome.CREATED)
+    same = comparable(after) == comparable(step.live)
+    return ObjectResult(tenant, step.ref, Outcome.UNCHANGED if same else Outcome.CONFIGURED)
 
 
 def _dry_run_outcome(kube: Kube, step: Step, new_namespaces: set[str]) -> Outcome:
     assert step.desired is not None
+    desired = step.desired
     if step.ref.namespace in new_namespaces:
-        return Outcome.WOULD_CREATE  # its namespace does not exist yet: the server cannot dry-run it
-    after = kube.apply(step.desired, field_manager=FIELD_MANAGER, dry_run=True)
+        # Its namespace does not exist yet, and the server refuses a dry run into a missing
+        # namespace: validate the same object in one that exists (nothing is stored either way).
+        desired = {**desired, "metadata": {**desired["metadata"], "namespace": DRY_RUN_NAMESPACE}}
+    after = kube.apply(desired, field_manager=FIELD_MANAGER, dry_run=True)
     if step.live is None:
         return Outcome.WOULD_CREATE
     return Outcome.UNCHANGED if comparable(after) == comparable(step.live) else Outcome.WOULD_CONFIGURE
+
+
+def _source(tenant: str, ref: ObjectRef) -> str:
+    """Where to look in the tenant's file: ``tenants/<name>.yaml (quotas)``."""
+    field = SOURCE_FIELDS.get(ref.kind)
+    return f"tenants/{tenant}.yaml" + (f" ({field})" if field else "")
+
+
+def _roll_back(kube: Kube, tenant: str, steps: Sequence[Step], failed: int, results: list[ObjectResult], *,
+               exc: Exception) -> TenantFailed:
+    """Undo what this run created; say exactly where every object of the tenant stands."""
+    step = steps[failed]
+    pending = [ObjectResult(tenant, s.ref, Outcome.NOT_APPLIED) for s in steps[failed:] if s.action is not Action.PRUNE]
+    pending[0] = ObjectResult(tenant, step.ref, Outcome.NOT_APPLIED, f"refused: {exc}")
+    created = [r for r in results if r.outcome is Outcome.CREATED]
+    namespace = next((r for r in created if r.ref.kind == "Namespace"), None)
+    undo = [namespace] if namespace is not None else created[::-1]  # a new namespace takes its contents
+    undone: set[ObjectRef] = set()
+    for result in undo:
+        try:
+            kube.delete(result.ref)
+            undone.add(result.ref)
+        except (KubeError, ClusterError) as delete_exc:
+            log.warning("tenant %s: could not roll back %s: %s", tenant, result.ref, delete_exc)
+    if namespace is not None and namespace.ref in undone:
+        undone |= {r.ref for r in created}
+    final = [ObjectResult(tenant, r.ref, Outcome.ROLLED_BACK, "created by this run, deleted again")
+             if r.ref in undone else r for r in results] + pending
+    changed = [r for r in final if r.outcome in (Outcome.CREATED, Outcome.CONFIGURED)]
+    head = f"{_source(tenant, step.ref)}: {step.ref} was refused: {exc}"
+    if not changed:
+        where = "what this run created was deleted again" if undone else "nothing was changed"
+        message = f"{head}; {where}, the tenant is as it was"
+    else:
+        shown = ", ".join(f"{r.ref} ({r.outcome.value})" for r in changed)
+        message = (f"{head}; these objects already hold the new spec: {shown}; "
+                   f"{len(pending)} not applied. Fix tenants/{tenant}.yaml and run "
+                   f"`{invoke(f'tenants-apply --tenant {tenant}')}` to finish")
+    return TenantFailed(message, final)
 
 
 @dataclass(frozen=True)
@@ -264,31 +389,68 @@ def _unserved(objects: Iterable[dict[str, Any]], served: set[tuple[str, str]]) -
     return sorted({f"{o['kind']} ({o['apiVersion']})" for o in objects if (o["apiVersion"], o["kind"]) not in served})
 
 
-def converge(kube: Kube, unit: Desired, served: set[tuple[str, str]], *, dry_run: bool) -> list[ObjectResult]:
+def plan_unit(unit: Desired, served: set[tuple[str, str]], observed: list[dict[str, Any]]) -> list[Step]:
+    """The steps that make one unit so, given what the labels found of it."""
     missing = _unserved(unit.objects, served)
     if missing:
         raise InferboxError(f"the API server does not serve {', '.join(missing)}: install the platform first "
                             "(invoke bootstrap: Istio provides the security.istio.io kinds)")
-    if unit.shared:
-        observed = observe(kube, SHARED_KINDS, SHARED_SELECTOR, None, served)
-    else:
-        observed = observe(kube, TENANT_KINDS, tenant_selector(unit.tenant), unit.tenant, served)
-    return execute(kube, unit.tenant, plan(unit.objects, observed), dry_run=dry_run)
+    return plan(unit.objects, observed, order=sort_objects if unit.shared else sort_tenant_objects)
+
+
+def observe_tenants(kube: Kube, names: Iterable[str], served: set[tuple[str, str]]) -> dict[str, list[dict[str, Any]]]:
+    """Each tenant's live objects, found by their labels: one LIST per kind for all of them."""
+    wanted = set(names)
+    if len(wanted) == 1:
+        (name,) = wanted
+        return {name: observe(kube, TENANT_KINDS, tenant_selector(name), name, served)}
+    found: dict[str, list[dict[str, Any]]] = {name: [] for name in wanted}
+    for obj in observe(kube, TENANT_KINDS, f"{MANAGED_BY_LABEL}={MANAGED_BY},{TENANT_LABEL}", None, served):
+        owner = ((obj.get("metadata") or {}).get("labels") or {}).get(TENANT_LABEL)
+        namespace = (obj.get("metadata") or {}).get("namespace")
+        # Only where the tenant's objects live: its namespace (a label copied elsewhere is not its).
+        if owner in found and namespace in (None, owner):
+            found[owner].append(obj)
+    return found
+
+
+Check = Callable[[list[dict[str, Any]]], None]
 
 
 def apply_all(kube: Kube, units: Sequence[Desired], *, dry_run: bool = False, max_workers: int = 8,
-              declared: Iterable[str] | None = None) -> ApplyReport:
-    """Converge the shared objects first, then every tenant concurrently; collect every failure."""
+              declared: Iterable[str] | None = None, check: Check | None = None) -> ApplyReport:
+    """Plan every unit, ``check`` every object that is to be sent (raising stops everything
+    before any change), then converge the shared objects, then every tenant concurrently.
+
+    A failed tenant is rolled back (see ``execute``) and named in ``report.errors``; the others
+    go on. When the shared objects fail, no tenant is applied. Objects already in effect are
+    neither checked nor sent: the API server validated them when they were applied.
+    """
     report = ApplyReport(dry_run=dry_run)
     served = served_kinds(kube, (*TENANT_KINDS, *SHARED_KINDS))
-    shared = [u for u in units if u.shared]
     tenants = [u for u in units if not u.shared]
-    for unit in shared:  # the admission policy first: tenants' namespaces must be covered at once
-        _run(report, unit.tenant, lambda u=unit: converge(kube, u, served, dry_run=dry_run))
+    live = observe_tenants(kube, (u.tenant for u in tenants), served) if tenants else {}
+    if any(u.shared for u in units):
+        live[SHARED] = observe(kube, SHARED_KINDS, SHARED_SELECTOR, None, served)
+    plans: dict[str, list[Step]] = {}
+    for unit in units:
+        try:
+            plans[unit.tenant] = plan_unit(unit, served, live[unit.tenant])
+        except InferboxError as exc:
+            report.errors[unit.tenant] = str(exc)
+    if report.errors:
+        return report
+    if check is not None:
+        check([s.desired for steps in plans.values() for s in steps if s.desired is not None and not s.unchanged])
+    if SHARED in plans:  # the admission policy first: tenants' namespaces must be covered at once
+        _run(report, SHARED, lambda: execute(kube, SHARED, plans[SHARED], dry_run=dry_run))
+        if report.errors:
+            return report
     if tenants:
         with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(tenants))),
                                 thread_name_prefix="tenant") as pool:
-            futures = {u.tenant: pool.submit(converge, kube, u, served, dry_run=dry_run) for u in tenants}
+            futures = {u.tenant: pool.submit(execute, kube, u.tenant, plans[u.tenant], dry_run=dry_run)
+                       for u in tenants}
         for name, future in futures.items():
             _run(report, name, future.result)
     report.results.sort(key=lambda r: (r.tenant != SHARED, r.tenant))  # stable: apply order within a tenant
@@ -300,6 +462,10 @@ def apply_all(kube: Kube, units: Sequence[Desired], *, dry_run: bool = False, ma
 def _run(report: ApplyReport, tenant: str, work: Callable[[], list[ObjectResult]]) -> None:
     try:
         report.results.extend(work())
+    except TenantFailed as exc:
+        report.results.extend(exc.results)
+        report.errors[tenant] = str(exc)
+        log.warning("tenant %s: %s", tenant, exc)
     except (InferboxError, ClusterError, KubeError) as exc:
         report.errors[tenant] = str(exc)
         log.warning("tenant %s: %s", tenant, exc)
@@ -344,7 +510,7 @@ def delete_tenant(kube: Kube, name: str, *, confirmed: bool) -> ApplyReport:
     report = ApplyReport()
     if not owned:
         return report
-    steps = plan([], owned)
+    steps = plan([], owned, order=sort_tenant_objects)
     contents = [s for s in steps if s.ref.kind != "Namespace"]
     report.results.extend(execute(kube, name, contents))
     for step in steps:

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from joserfc import jwt
+from joserfc import errors, jwt
 from joserfc.jwk import ECKey, KeySet
 
 from inferbox.errors import ConfigError, InferboxError
@@ -38,8 +38,14 @@ from inferbox.hints import invoke
 
 ALGORITHM = "ES256"
 CURVE = "P-256"
+# The issuer's base. Each tenant has an issuer of its own, ``<ISSUER>/tenants/<name>``, and a
+# tenant's RequestAuthentication and AuthorizationPolicy trust only that one: ``iss`` is a single
+# string (jwt_verify_lib refuses any other type), so no token can satisfy two tenants' policies,
+# whatever else it claims. A list-valued ``tenant`` claim or ``aud`` could (Istio matches a list
+# claim when any element matches), which is why neither carries the binding.
 ISSUER = "https://issuer.inferbox.local"
-# Every tenant's RequestAuthentication accepts this audience; the tenant claim tells tenants apart.
+TENANT_ISSUER_PATH = "/tenants/"
+# Every tenant's RequestAuthentication accepts this audience.
 AUDIENCE = "inferbox-models"
 KEYRING_FILE = "keyring.json"
 DEFAULT_TTL = "15m"
@@ -83,6 +89,11 @@ def parse_ttl(text: str) -> int:
     if not 0 < seconds <= MAX_TTL_S:
         raise ConfigError("--ttl", [("ttl", f"{text!r}: tokens live between 1 s and {MAX_TTL_S // 3600} h")])
     return seconds
+
+
+def tenant_issuer(tenant: str, base: str = ISSUER) -> str:
+    """The issuer of ``tenant``'s tokens: ``https://issuer.inferbox.local/tenants/<tenant>``."""
+    return f"{base}{TENANT_ISSUER_PATH}{tenant}"
 
 
 def public_jwk(key: ECKey, kid: str) -> dict[str, Any]:
@@ -206,11 +217,13 @@ class KeyStore:
             raise
 
 
-def token_claims(*, tenant: str, subject: str, ttl_s: int, audience: str = AUDIENCE, issuer: str = ISSUER,
+def token_claims(*, tenant: str, subject: str, ttl_s: int, audience: str = AUDIENCE, issuer: str | None = None,
                  groups: Sequence[str] = (), now: int | None = None) -> dict[str, Any]:
+    """The claims of a token for ``subject`` calling ``tenant``'s models; ``issuer`` defaults to the
+    tenant's own (``tenant_issuer``)."""
     issued = int(time.time()) if now is None else now
     claims: dict[str, Any] = {
-        "iss": issuer, "aud": audience, "sub": subject, "tenant": tenant,
+        "iss": issuer or tenant_issuer(tenant), "aud": audience, "sub": subject, "tenant": tenant,
         "iat": issued, "nbf": issued, "exp": issued + ttl_s, "jti": uuid.uuid4().hex,
     }
     if groups:
@@ -218,31 +231,69 @@ def token_claims(*, tenant: str, subject: str, ttl_s: int, audience: str = AUDIE
     return claims
 
 
-def sign(claims: dict[str, Any], key: ECKey, kid: str) -> str:
-    header = {"alg": ALGORITHM, "kid": kid, "typ": "JWT"}
-    return jwt.encode(header, claims, key, algorithms=[ALGORITHM])
+def sign(claims: dict[str, Any], key: ECKey, kid: str, *, header: dict[str, Any] | None = None) -> str:
+    return jwt.encode({"alg": ALGORITHM, "kid": kid, "typ": "JWT", **(header or {})}, claims, key,
+                      algorithms=[ALGORITHM])
 
 
 def issue_token(store: KeyStore, *, tenant: str, subject: str, ttl_s: int, audience: str = AUDIENCE,
-                issuer: str = ISSUER, groups: Sequence[str] = (), now: int | None = None) -> IssuedToken:
+                groups: Sequence[str] = (), now: int | None = None) -> IssuedToken:
     """A JWT for ``subject`` calling ``tenant``'s models, signed with the active key."""
     key, kid = store.signing_key()
-    claims = token_claims(tenant=tenant, subject=subject, audience=audience, issuer=issuer, ttl_s=ttl_s,
-                          groups=groups, now=now)
+    claims = token_claims(tenant=tenant, subject=subject, audience=audience, ttl_s=ttl_s, groups=groups, now=now)
     return IssuedToken(sign(claims, key, kid), claims, kid)
+
+
+class TokenRefused(errors.JoseError):
+    """A token whose signature holds but whose claims inferbox does not accept."""
+
+    error = "invalid_token"
+
+
+def _claim_problem(claims: dict[str, Any], tenant: str | None, audience: str, base: str, now: int) -> str | None:
+    issuer = claims.get("iss")
+    if not isinstance(issuer, str) or not issuer.startswith(base + TENANT_ISSUER_PATH):
+        return f"iss {issuer!r} is not a tenant issuer of {base}"
+    named = issuer.removeprefix(base + TENANT_ISSUER_PATH)
+    if tenant is not None and named != tenant:
+        return f"iss {issuer!r} is not tenant {tenant!r}'s issuer"
+    if claims.get("tenant") != named:  # also refuses a list, a number or no claim
+        return f"tenant claim {claims.get('tenant')!r} is not the string {named!r}"
+    if claims.get("aud") != audience:
+        return f"aud {claims.get('aud')!r} is not {audience!r}"
+    if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+        return "no sub (the caller) claim"
+    groups = claims.get("groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        return "groups is not a list of strings"
+    times = {k: claims.get(k) for k in ("exp", "iat", "nbf")}
+    if any(type(v) is not int for v in times.values()):  # bool is an int subclass: type(), not isinstance
+        return "exp, iat and nbf must all be present, as integers"
+    if times["exp"] - times["iat"] > MAX_TTL_S or times["exp"] - now > MAX_TTL_S:
+        return f"lives longer than {MAX_TTL_S // 3600} h (exp {times['exp']}, iat {times['iat']})"
+    if now >= times["exp"]:
+        return f"expired at {times['exp']} (now {now})"
+    if now < times["nbf"]:
+        return f"not valid before {times['nbf']} (now {now})"
+    return None
 
 
 def verify_token(store: KeyStore, token: str, *, audience: str = AUDIENCE, issuer: str = ISSUER,
                  tenant: str | None = None, now: int | None = None) -> dict[str, Any]:
-    """Check a token the way the sidecar does (signature, ES256 only, iss, aud, exp/nbf[, tenant]).
+    """Check a token as the tenant's sidecar does, or more strictly (README, "Tenants: tokens").
 
-    Raises a ``joserfc.errors.JoseError`` subclass naming what failed.
+    What the sidecar checks (signature by a published key, ES256 only, ``iss`` = the tenant's
+    issuer, ``aud``, ``exp``/``nbf``) is checked here with no clock skew; beyond it, what the
+    mesh cannot express is refused here: no ``exp``/``iat``, a lifetime over 24 h, a ``crit``
+    header, a ``tenant`` claim other than the string naming the issuer's tenant. ``tenant``,
+    when given, must be the token's tenant. Returns the claims; raises a
+    ``joserfc.errors.JoseError`` naming what failed.
     """
     decoded = jwt.decode(token, store.verification_keys(), algorithms=[ALGORITHM])
-    options: dict[str, Any] = {"iss": {"essential": True, "value": issuer},
-                               "aud": {"essential": True, "value": audience},
-                               "exp": {"essential": True}, "sub": {"essential": True}}
-    if tenant is not None:
-        options["tenant"] = {"essential": True, "value": tenant}
-    jwt.JWTClaimsRegistry(now=now, leeway=0, **options).validate(decoded.claims)
-    return dict(decoded.claims)
+    if "crit" in decoded.header:
+        raise TokenRefused(f"crit header {decoded.header['crit']!r}: inferbox understands no extension")
+    claims = dict(decoded.claims)
+    problem = _claim_problem(claims, tenant, audience, issuer, int(time.time()) if now is None else now)
+    if problem is not None:
+        raise TokenRefused(problem)
+    return claims

@@ -5,6 +5,7 @@ Pure: the same tenant, issuer and JWKS always give the same objects, in apply or
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import yaml
 
 from inferbox import PROJECT_ROOT
 from inferbox.render import Renderer, sort_objects
-from inferbox.tenants.keys import AUDIENCE
+from inferbox.tenants.keys import AUDIENCE, tenant_issuer
 from inferbox.tenants.spec import Tenant
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -23,13 +24,23 @@ COMPONENT_LABEL = "inferbox.dev/component"
 # The token claim Istio compares with the namespace (request.auth.claims[tenant]).
 TENANT_CLAIM = "tenant"
 
+# A tenant's apply order: its isolation (default-deny NetworkPolicies, mTLS, JWT rules and the
+# ALLOW policy) right after the Namespace, before anything that grants or runs something in it,
+# so that no apply, not even one cut short, leaves the namespace open.
+TENANT_KIND_ORDER = ("Namespace", "NetworkPolicy", "PeerAuthentication", "RequestAuthentication",
+                     "AuthorizationPolicy", "ResourceQuota", "LimitRange", "ServiceAccount", "ConfigMap", "Role",
+                     "RoleBinding", "EnvoyFilter")
+
 TEMPLATES = ("namespace.yaml.j2", "quota.yaml.j2", "networkpolicies.yaml.j2", "mesh-security.yaml.j2",
              "models.yaml.j2", "rbac.yaml.j2")
 RATE_LIMIT_TEMPLATE = "ratelimit.yaml.j2"
 SHARED_TEMPLATE = "shared.yaml.j2"
 
 
+@functools.cache
 def _renderer(manifests: Path | None) -> Renderer:
+    # One Jinja environment per folder: it caches compiled templates, and a thousand tenants
+    # would otherwise compile every template a thousand times.
     return Renderer(manifests or PROJECT_ROOT / "manifests")
 
 
@@ -60,17 +71,29 @@ def render_tenant(tenant: Tenant, issuer: str, jwks: str, *, audience: str = AUD
                   pod_security_version: str = "latest", manifests: Path | None = None) -> list[dict[str, Any]]:
     """Every object the tenant needs, labelled for ownership and sorted into apply order.
 
-    ``jwks`` is the public JSON Web Key Set as a JSON string (see inferbox.tenants.keys);
+    ``issuer`` is the issuers' base: the tenant trusts only its own, ``<issuer>/tenants/<name>``
+    (``inferbox.tenants.keys.tenant_issuer``), which is what keeps one token from opening two
+    tenants. ``jwks`` is the public JSON Web Key Set as a JSON string (see inferbox.tenants.keys);
     ``pod_security_version`` pins the Pod Security Standards version (``pss_version``).
     """
     renderer = _renderer(manifests)
-    context = {"tenant": tenant, "issuer": issuer, "audience": audience, "jwks": jwks,
+    context = {"tenant": tenant, "issuer": tenant_issuer(tenant.name, issuer), "audience": audience, "jwks": jwks,
                "pss_version": pod_security_version}
     templates = [f"tenant/{name}" for name in TEMPLATES]
     if tenant.rate_limit is not None:
         templates.append(f"tenant/{RATE_LIMIT_TEMPLATE}")
     objects = [obj for template in templates for obj in renderer.objects(template, **context)]
-    return sort_objects(_label(objects, tenant_labels(tenant.name)))
+    return sort_tenant_objects(_label(objects, tenant_labels(tenant.name)))
+
+
+def sort_tenant_objects(objects: Iterable[dict[str, Any]], *, reverse: bool = False) -> list[dict[str, Any]]:
+    """``TENANT_KIND_ORDER`` (stable: template order within a kind); ``reverse`` for deletion."""
+    def rank(obj: dict[str, Any]) -> int:
+        kind = obj.get("kind", "")
+        return TENANT_KIND_ORDER.index(kind) if kind in TENANT_KIND_ORDER else len(TENANT_KIND_ORDER)
+
+    ordered = sorted(objects, key=rank)
+    return ordered[::-1] if reverse else ordered
 
 
 def render_shared(*, manifests: Path | None = None) -> list[dict[str, Any]]:

@@ -7,8 +7,10 @@ bad file stops the whole run and nothing is applied (``load_tenants``).
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Mapping, Sequence
-from decimal import Decimal, InvalidOperation
+from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,54 +21,64 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PositiveInt,
+    StrictInt,
     ValidationError,
     field_validator,
 )
 
 from inferbox.config import validation_problems
 from inferbox.errors import ConfigError
+from inferbox.render import SAFE_LOADER
 
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 # InferenceService names are DNS-1035 labels (they become Service names): a letter first.
 DNS1035_LABEL = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
 TENANT_SUFFIXES = (".yaml", ".yml")
 
-# Namespaces the platform itself uses: a tenant of that name would take over platform objects.
-RESERVED_NAMES = frozenset({
-    "default", "kube-system", "kube-public", "kube-node-lease", "istio-system", "istio-ingress",
-    "cert-manager", "kserve", "knative-serving", "knative-operator", "monitoring", "gpu-operator",
-    "nvidia-device-plugin",
-})
+# Namespaces Kubernetes itself owns. The platform's own (phases, load tests, the provider's
+# add-ons) come from the plan and the code: inferbox.tenants.app.platform_namespaces.
+KUBERNETES_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+BOUNDS_FILE = "bounds.toml"
 # Label keys inferbox sets itself; a tenant's own labels may not override them.
 RESERVED_LABEL_PREFIXES = ("app.kubernetes.io/", "inferbox.dev/", "istio", "pod-security.kubernetes.io/",
                            "kubernetes.io/", "k8s.io/")
 
-_QUANTITY = re.compile(r"^(?P<number>[+-]?(?:\d+\.?\d*|\.\d+))(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|"
-                       r"[eE][+-]?\d+)?$")
+# Kubernetes' quantity grammar (apimachinery pkg/api/resource/quantity.go, the comment above
+# ParseQuantity): ASCII digits only. Python's \d and Decimal also take other scripts' digits
+# ("\u0664" is 4 to them, and no quantity to the API server), hence [0-9] spelled out.
+_QUANTITY = re.compile(r"(?P<number>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
+                       r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?")
 _SUFFIX_FACTORS: dict[str, Decimal] = {
     "": Decimal(1), "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
     "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
     "P": Decimal("1e15"), "E": Decimal("1e18"),
     **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
 }
+# The largest value the API server handles: above 2^63-1, quantity.go (apimachinery@v0.36.3)
+# caps binary-SI values, keeps decimal ones that Value()/MilliValue() then overflow (a quota of
+# "1e30" CPUs bounds nothing) and serializes some wrongly (10^30 GPUs is stored as "1",
+# kubernetes#141249). Counts are int64 fields too.
+INT64_MAX = 2**63 - 1
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 def parse_quantity(text: str) -> Decimal:
-    """A Kubernetes resource quantity ("500m", "8Gi", "1.5", "1e3") as a number of base units."""
-    match = _QUANTITY.match(text.strip())
+    """A Kubernetes resource quantity ("500m", "8Gi", "1.5", "1e3") as a number of base units.
+
+    Raises ValueError for anything outside Kubernetes' grammar (ASCII digits only, no spaces).
+    """
+    match = _QUANTITY.fullmatch(text)
     if match is None:
-        raise ValueError(f"{text!r} is not a Kubernetes quantity (like 500m, 2, 8Gi)")
+        raise ValueError(f"{text!r} is not a Kubernetes quantity (like 500m, 2, 8Gi; ASCII digits only)")
     suffix = match.group("suffix") or ""
-    try:
-        number = Decimal(match.group("number"))
-    except InvalidOperation:  # pragma: no cover - the regex admits only decimal numbers
-        raise ValueError(f"{text!r} is not a Kubernetes quantity") from None
-    if suffix[:1] in ("e", "E"):
-        return number * (Decimal(10) ** int(suffix[1:]))
+    number = Decimal(match.group("number"))
+    if suffix not in _SUFFIX_FACTORS:  # e<n> / E<n>, not E or Ei
+        exponent = int(suffix[1:])
+        if abs(exponent) > 40:  # far past int64 either way; spares Decimal a huge power
+            raise ValueError(f"{text!r}: exponent {exponent} is out of range")
+        return number * (Decimal(10) ** exponent)
     return number * _SUFFIX_FACTORS[suffix]
 
 
@@ -80,12 +92,29 @@ def _quantity_text(value: Any) -> Any:
 
 
 def _positive_quantity(value: str) -> str:
-    if parse_quantity(value) <= 0:
+    amount = parse_quantity(value)
+    if amount <= 0:
         raise ValueError(f"must be greater than zero (got {value!r})")
+    if amount > INT64_MAX:
+        raise ValueError(f"{value!r} is larger than Kubernetes handles (2^63-1): it would be capped, overflow "
+                         "or be stored wrongly")
     return value
 
 
+def _whole(unit: Decimal, what: str) -> Any:
+    def check(value: str) -> str:
+        if parse_quantity(value) % unit:
+            raise ValueError(f"{value!r} is finer than {what}")
+        return value
+    return AfterValidator(check)
+
+
 Quantity = Annotated[str, BeforeValidator(_quantity_text), AfterValidator(_positive_quantity)]
+# A container asks for whole millicores and whole bytes; a finer quota is a typo.
+CpuQuantity = Annotated[Quantity, _whole(Decimal("0.001"), "1m (a millicore), the finest CPU amount")]
+MemoryQuantity = Annotated[Quantity, _whole(Decimal(1), "one byte, the finest memory amount")]
+# A count (pods, GPUs): a YAML integer, never a string (int("\u0664\u0664") is 44 to Python) nor a bool.
+Count = Annotated[StrictInt, Field(gt=0, le=INT64_MAX)]
 
 
 class _Strict(BaseModel):
@@ -96,17 +125,17 @@ class _Strict(BaseModel):
 class Quotas(_Strict):
     """The tenant's ceiling. ``cpu``/``memory`` bound both requests and limits (see the README)."""
 
-    cpu: Quantity
-    memory: Quantity
-    gpu: PositiveInt | None = Field(default=None, alias="nvidia.com/gpu",
-                                    description="GPUs; absent means the tenant may use none")
-    pods: PositiveInt
-    inference_services: PositiveInt = Field(alias="inferenceServices")
+    cpu: CpuQuantity
+    memory: MemoryQuantity
+    gpu: Count | None = Field(default=None, alias="nvidia.com/gpu",
+                              description="GPUs; absent means the tenant may use none")
+    pods: Count
+    inference_services: Count = Field(alias="inferenceServices")
 
 
 class CpuMemory(_Strict):
-    cpu: Quantity
-    memory: Quantity
+    cpu: CpuQuantity
+    memory: MemoryQuantity
 
 
 class LimitDefaults(_Strict):
@@ -118,8 +147,10 @@ class LimitDefaults(_Strict):
 
 def _caller_name(value: str) -> str:
     # Istio matches requestPrincipals with * as a wildcard: a caller named "*" would admit anyone.
-    if not value or any(ch.isspace() for ch in value) or "*" in value:
-        raise ValueError(f"{value!r}: a caller is a non-empty name without spaces or '*'")
+    # It splits "<iss>/<sub>" at the last "/" (istio pilot/pkg/security/authz/model/generator.go
+    # @1.30.3, requestPrincipalGenerator), so a subject with a "/" could never match.
+    if not value or any(ch.isspace() for ch in value) or "*" in value or "/" in value:
+        raise ValueError(f"{value!r}: a caller is a non-empty name without spaces, '*' or '/'")
     return value
 
 
@@ -150,8 +181,8 @@ class Callers(_Strict):
 class RateLimit(_Strict):
     """Per predictor replica (Envoy's local rate limit counts in each sidecar)."""
 
-    requests_per_second: PositiveInt = Field(alias="requestsPerSecond")
-    burst: PositiveInt | None = Field(default=None, description="token bucket size; default requestsPerSecond")
+    requests_per_second: Count = Field(alias="requestsPerSecond")
+    burst: Count | None = Field(default=None, description="token bucket size; default requestsPerSecond")
 
     @property
     def bucket(self) -> int:
@@ -167,13 +198,6 @@ class Tenant(_Strict):
     callers: Callers = Field(default_factory=Callers)
     rate_limit: RateLimit | None = Field(default=None, alias="rateLimit")
     labels: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _not_reserved(cls, value: str) -> str:
-        if value in RESERVED_NAMES or value.startswith("kube-"):
-            raise ValueError(f"{value!r} is a platform namespace, not available to a tenant")
-        return value
 
     @field_validator("models")
     @classmethod
@@ -191,6 +215,69 @@ class Tenant(_Strict):
     @property
     def namespace(self) -> str:
         return self.name
+
+
+class Bounds(_Strict):
+    """Upper bounds on any one tenant's quota (``tenants/bounds.toml``): a typo of a few digits
+    must not become a quota that bounds nothing. Defaults fit one large node pool."""
+
+    cpu: CpuQuantity = "1024"
+    memory: MemoryQuantity = "16Ti"
+    gpu: Count = Field(default=64, alias="nvidia.com/gpu")
+    pods: Count = 10_000
+    inference_services: Count = Field(default=1_000, alias="inferenceServices")
+
+
+class _BoundsFile(_Strict):
+    quotas: Bounds = Field(default_factory=Bounds)
+
+
+@dataclass(frozen=True)
+class TenantRules:
+    """What a tenant is checked against beyond its own file: the names the platform uses, the
+    models the catalog declares (None: not checked) and the quota bounds."""
+
+    reserved: frozenset[str] = KUBERNETES_NAMESPACES
+    models: frozenset[str] | None = None
+    bounds: Bounds = field(default_factory=Bounds)
+    catalog: str = "models/catalog.yaml"
+    bounds_file: str = f"tenants/{BOUNDS_FILE}"
+
+
+def load_bounds(path: Path, *, shown: str | None = None) -> Bounds:
+    """``tenants/bounds.toml``; defaults when the file does not exist. Raises ConfigError naming the key."""
+    shown = shown or str(path)
+    if not path.is_file():
+        return Bounds()
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(shown, [("<syntax>", str(exc))]) from exc
+    try:
+        return _BoundsFile.model_validate(data).quotas
+    except ValidationError as exc:
+        raise ConfigError(shown, validation_problems(exc, _BoundsFile)) from exc
+
+
+def rule_problems(tenant: Tenant, rules: TenantRules) -> list[tuple[str, str]]:
+    """The checks against ``rules``, each reported at the tenant's field."""
+    problems: list[tuple[str, str]] = []
+    if tenant.name in rules.reserved or tenant.name.startswith("kube-"):
+        problems.append(("name", f"{tenant.name!r} is a namespace the platform uses, not available to a tenant"))
+    bounds = rules.bounds
+    for field_name, resource, limit in (("cpu", "cpu", bounds.cpu), ("memory", "memory", bounds.memory)):
+        value = getattr(tenant.quotas, field_name)
+        if parse_quantity(value) > parse_quantity(limit):
+            problems.append((f"quotas.{resource}", f"{value} is above the bound {limit} ({rules.bounds_file})"))
+    for field_name, key in (("gpu", "nvidia.com/gpu"), ("pods", "pods"), ("inference_services", "inferenceServices")):
+        value, limit = getattr(tenant.quotas, field_name), getattr(bounds, field_name)
+        if value is not None and value > limit:
+            problems.append((f"quotas.{key}", f"{value} is above the bound {limit} ({rules.bounds_file})"))
+    if rules.models is not None:
+        known = ", ".join(sorted(rules.models))
+        problems += [(f"models[{i}]", f"{model!r} is not in {rules.catalog} (known: {known})")
+                     for i, model in enumerate(tenant.models) if model not in rules.models]
+    return problems
 
 
 def cross_field_problems(tenant: Tenant) -> list[tuple[str, str]]:
@@ -228,7 +315,7 @@ def _check_label(key: str, value: str) -> None:
 # -- loading ------------------------------------------------------------------------------------
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _UniqueKeyLoader(SAFE_LOADER):  # type: ignore[misc,valid-type]
     """PyYAML keeps the last of two equal keys silently; a tenant file with both is a mistake."""
 
 
@@ -265,7 +352,7 @@ def _display(path: Path, root: Path | None) -> str:
     return str(path)
 
 
-def parse_tenant(data: Any, path: Path, *, root: Path | None = None) -> Tenant:
+def parse_tenant(data: Any, path: Path, *, root: Path | None = None, rules: TenantRules | None = None) -> Tenant:
     """Validate one tenant document; problems name the file and the field."""
     shown = _display(path, root)
     if not isinstance(data, Mapping):
@@ -274,7 +361,7 @@ def parse_tenant(data: Any, path: Path, *, root: Path | None = None) -> Tenant:
         tenant = Tenant.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(shown, validation_problems(exc, Tenant)) from exc
-    problems = cross_field_problems(tenant)
+    problems = cross_field_problems(tenant) + rule_problems(tenant, rules or TenantRules())
     stem = path.name.removesuffix(path.suffix)
     if tenant.name != stem:
         problems.insert(0, ("name", f"{tenant.name!r} must equal the file name ({stem!r})"))
@@ -283,7 +370,7 @@ def parse_tenant(data: Any, path: Path, *, root: Path | None = None) -> Tenant:
     return tenant
 
 
-def load_tenant_file(path: Path, *, root: Path | None = None) -> Tenant:
+def load_tenant_file(path: Path, *, root: Path | None = None, rules: TenantRules | None = None) -> Tenant:
     shown = _display(path, root)
     try:
         data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
@@ -291,7 +378,7 @@ def load_tenant_file(path: Path, *, root: Path | None = None) -> Tenant:
         raise ConfigError(shown, [("<file>", "not found")]) from None
     except yaml.YAMLError as exc:
         raise ConfigError(shown, [("<syntax>", " ".join(str(exc).split()))]) from exc
-    return parse_tenant(data, path, root=root)
+    return parse_tenant(data, path, root=root, rules=rules)
 
 
 def tenant_files(directory: Path) -> list[Path]:
@@ -300,13 +387,13 @@ def tenant_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in TENANT_SUFFIXES)
 
 
-def load_tenants(directory: Path, *, root: Path | None = None) -> list[Tenant]:
+def load_tenants(directory: Path, *, root: Path | None = None, rules: TenantRules | None = None) -> list[Tenant]:
     """Every tenant under ``directory``, sorted by name; raise once with every file's problems."""
     errors: list[ConfigError] = []
     tenants: dict[str, tuple[Tenant, str]] = {}
     for path in tenant_files(directory):
         try:
-            tenant = load_tenant_file(path, root=root)
+            tenant = load_tenant_file(path, root=root, rules=rules)
         except ConfigError as exc:
             errors.append(exc)
             continue

@@ -158,7 +158,7 @@ def test_changes_touch_exactly_the_right_objects(tenants: Tenants, kube: Kube) -
     live = kube.get(ObjectRef("security.istio.io/v1", "AuthorizationPolicy", "allow-callers", a))
     assert live is not None
     assert live["spec"]["rules"][0]["from"][0]["source"]["requestPrincipals"] == [
-        "https://issuer.inferbox.local/iris-web"]
+        f"https://issuer.inferbox.local/tenants/{a}/iris-web"]
 
     tenants.edit(a, lambda d: d.update(models=[]))
     assert changed(tenants.apply()) == {"ConfigMap/inferbox-tenant": Outcome.CONFIGURED}
@@ -357,3 +357,111 @@ def test_tenant_delete_removes_only_what_inferbox_owns(tenants: Tenants, kube: K
 
     assert gone_or_terminating()
     assert kube.list("v1", "Namespace", label_selector=f"{TENANT_LABEL}={b}")
+
+
+# -- all-or-nothing (issue 12, item 3) ----------------------------------------------------------------
+
+@pytest.fixture
+def refuse_quotas(api: client.ApiClient) -> Iterator[Callable[[str], None]]:
+    """A ValidatingAdmissionPolicy that refuses the ResourceQuota of the tenants named (by their
+    label): the API server rejecting one object of a tenant that passed every local check."""
+    admission = client.AdmissionregistrationV1Api(api)
+    made: list[str] = []
+
+    def refuse(tenant: str) -> None:
+        name = f"refuse-quota-{tenant}"
+        policy = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+                  "metadata": {"name": name}, "spec": {
+                      "failurePolicy": "Fail",
+                      "matchConstraints": {
+                          "resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                                             "operations": ["CREATE", "UPDATE"], "resources": ["resourcequotas"]}],
+                          "objectSelector": {"matchLabels": {TENANT_LABEL: tenant}}},
+                      "validations": [{"expression": "false", "message": "this cluster refuses the quota"}]}}
+        binding = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+                   "metadata": {"name": name}, "spec": {"policyName": name, "validationActions": ["Deny"]}}
+        admission.create_validating_admission_policy(policy)
+        admission.create_validating_admission_policy_binding(binding)
+        made.append(name)
+        # The policy is enforced once the API server's informer has it: wait on a probe quota.
+        probe = {"apiVersion": "v1", "kind": "ResourceQuota",
+                 "metadata": {"name": "probe", "namespace": "default", "labels": {TENANT_LABEL: tenant}},
+                 "spec": {"hard": {"pods": "1"}}}
+
+        def refused() -> bool:
+            try:
+                client.CoreV1Api(api).create_namespaced_resource_quota("default", probe, dry_run="All")
+            except ApiException as exc:
+                return "refuses the quota" in str(exc.body)
+            return False
+
+        wait_for(refused, timeout=30, what=f"policy {name} to be enforced")
+
+    yield refuse
+    for name in made:
+        admission.delete_validating_admission_policy_binding(name)
+        admission.delete_validating_admission_policy(name)
+
+
+ISOLATION = {"NetworkPolicy", "PeerAuthentication", "RequestAuthentication", "AuthorizationPolicy"}
+
+
+def test_a_refused_new_tenant_is_never_left_half_built(tenants: Tenants, kube: Kube, core: client.CoreV1Api,
+                                                       refuse_quotas: Callable[[str], None]) -> None:
+    a = tenants.add("tenant-a")
+    b = tenants.add("tenant-b")
+    refuse_quotas(a)
+
+    # The dry run validates every object server-side, those of a namespace not made yet too.
+    with pytest.raises(app.TenantsFailed) as dry:
+        tenants.apply(dry_run=True)
+    assert "this cluster refuses the quota" in str(dry.value) and a in str(dry.value)
+    assert kube.get(ObjectRef("v1", "Namespace", a)) is None
+
+    with pytest.raises(app.TenantsFailed) as err:
+        tenants.apply()
+    message = str(err.value)
+    assert f"tenants/{a}.yaml" in message and "quotas" in message and "this cluster refuses the quota" in message
+    report = err.value.report
+    assert set(report.errors) == {a}  # tenant-b is applied whole
+    assert set(outcomes(report, b).values()) == {Outcome.CREATED}
+    mine = outcomes(report, a)
+    # Isolation came first, then the quota was refused: what was made is deleted again.
+    assert {k for k, v in mine.items() if v is Outcome.ROLLED_BACK} >= {f"Namespace/{a}", "NetworkPolicy/default-deny",
+                                                                          "AuthorizationPolicy/allow-callers"}
+    assert mine["ResourceQuota/tenant-quota"] is Outcome.NOT_APPLIED
+    assert Outcome.CREATED not in mine.values()
+
+    def gone() -> bool:
+        try:
+            namespace = core.read_namespace(a)
+        except ApiException as exc:
+            return exc.status == 404
+        assert namespace.status.phase == "Terminating"  # nothing new can be made in it meanwhile
+        return False
+
+    wait_for(gone, timeout=60, what=f"namespace {a} to be deleted by the rollback")
+
+
+def test_a_refused_change_reports_what_differs_and_how_to_finish(tenants: Tenants, kube: Kube,
+                                                                 refuse_quotas: Callable[[str], None]) -> None:
+    a = tenants.add("tenant-a")
+    tenants.apply()
+    refuse_quotas(a)
+    tenants.edit(a, lambda d: (d["callers"].update(subjects=["iris-web"]), d["quotas"].update(pods=19)))
+    with pytest.raises(app.TenantsFailed) as err:
+        tenants.apply()
+    report = err.value.report
+    mine = outcomes(report, a)
+    assert mine["AuthorizationPolicy/allow-callers"] is Outcome.CONFIGURED
+    assert mine["ResourceQuota/tenant-quota"] is Outcome.NOT_APPLIED
+    message = report.errors[a]
+    assert "authorizationpolicy" in message and "already hold the new spec" in message
+    assert f"tenants-apply --tenant {a}" in message
+    # The namespace keeps every isolation object; the old quota is still in effect.
+    for kind, name in (("NetworkPolicy", "default-deny"), ("PeerAuthentication", "default"),
+                       ("RequestAuthentication", "inferbox-jwt"), ("AuthorizationPolicy", "allow-callers")):
+        version = "networking.k8s.io/v1" if kind == "NetworkPolicy" else "security.istio.io/v1"
+        assert kube.get(ObjectRef(version, kind, name, a)) is not None
+    quota = kube.get(ObjectRef("v1", "ResourceQuota", "tenant-quota", a))
+    assert quota is not None and quota["spec"]["hard"]["pods"] == "20"

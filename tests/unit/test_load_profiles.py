@@ -116,6 +116,30 @@ def test_step_duration_mismatch_is_named(tmp_path: Path, raw: dict[str, Any]) ->
     assert "duration (1m) must equal the steps' total (45s)" in found["profiles.spike"]
 
 
+@pytest.mark.parametrize(("slo", "field", "message"), [
+    ({"p50Ms": 300, "p95Ms": 200}, "p95Ms", "p95Ms (200) is below p50Ms (300)"),
+    ({"p95Ms": 500, "p99Ms": 400}, "p99Ms", "p99Ms (400) is below p95Ms (500)"),
+    ({"p50Ms": 300, "p99Ms": 250}, "p99Ms", "p99Ms (250) is below p50Ms (300)"),  # no p95 between them
+    ({"p50Ms": 100, "p95Ms": 400, "p99Ms": 300}, "p99Ms", "p99Ms (300) is below p95Ms (400)"),
+], ids=["p95<p50", "p99<p95", "p99<p50", "p99<p95-of-three"])
+def test_percentile_slos_must_not_decrease(tmp_path: Path, raw: dict[str, Any], slo: dict[str, float], field: str,
+                                           message: str) -> None:
+    """A p95 threshold below the p50 one cannot be met as written: refused, naming file and field."""
+    smoke = raw["profiles"]["smoke"]["slo"]
+    for key in ("p50Ms", "p95Ms", "p99Ms"):
+        smoke.pop(key, None)
+    smoke.update(slo)
+    found = problems(write(tmp_path, raw))
+    assert list(found) == [f"profiles.smoke.slo.{field}"]
+    assert found[f"profiles.smoke.slo.{field}"].startswith(message)
+    assert "p50Ms <= p95Ms <= p99Ms" in found[f"profiles.smoke.slo.{field}"]
+
+
+def test_equal_or_increasing_percentile_slos_are_accepted(tmp_path: Path, raw: dict[str, Any]) -> None:
+    raw["profiles"]["smoke"]["slo"].update({"p50Ms": 250, "p95Ms": 250, "p99Ms": 500})
+    assert load_profiles(write(tmp_path, raw)).profiles["smoke"].slo.p95_ms == 250
+
+
 def test_syntax_error_and_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "profiles.yaml"
     path.write_text("schema: 1\nprofiles: {smoke: [\n")

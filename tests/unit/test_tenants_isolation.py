@@ -1,7 +1,6 @@
-"""verify-isolation's tokens: each bad token is bad for exactly the stated reason.
-
-The end-to-end check (the statuses the mesh answers) needs kind + Istio + KServe; here joserfc
-verifies each token the way the sidecar's RequestAuthentication + AuthorizationPolicy would.
+"""verify-isolation's tokens, and the token table: for every case, what the tenant's sidecar
+answers (computed from the rendered policies by tests/unit/meshmodel.py, which follows the
+upstream code) and what ``verify_token`` says. The end-to-end check needs kind + Istio + KServe.
 """
 
 from __future__ import annotations
@@ -9,23 +8,39 @@ from __future__ import annotations
 import http.server
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from joserfc import errors, jwt
+from joserfc import errors, jws, jwt
 
 from inferbox.tenants import isolation
-from inferbox.tenants.keys import KeyStore, verify_token
+from inferbox.tenants.keys import ISSUER, KeyStore, TokenRefused, verify_token
+from inferbox.tenants.render import render_tenant
+from inferbox.tenants.spec import Tenant
+from tests.unit.meshmodel import sidecar_status
+from tests.unit.test_tenants_spec import VALID
 
-# What joserfc raises for each flaw: the reason the sidecar refuses the token.
-EXPECTED_ERROR = {
-    "expired": errors.ExpiredTokenError,
-    "audience": errors.InvalidClaimError,
-    "signature": errors.BadSignatureError,
-    "algorithm": errors.UnsupportedAlgorithmError,
-    "unknown-key": errors.InvalidKeyIdError,
-    "tenant": errors.InvalidClaimError,
+NOW = 1_800_000_000
+
+# flaw -> (sidecar's status in tenant-a, what verify_token raises for tenant-a; None: accepts)
+TABLE: dict[str, tuple[int, type[Exception] | None]] = {
+    "missing": (403, None),  # no token to verify
+    "expired": (401, TokenRefused),
+    "not-yet-valid": (401, TokenRefused),
+    "issuer": (401, TokenRefused),
+    "audience": (401, TokenRefused),
+    "signature": (401, errors.BadSignatureError),
+    "algorithm": (401, errors.UnsupportedAlgorithmError),
+    "hmac-public-key": (401, errors.UnsupportedAlgorithmError),
+    "unknown-key": (401, errors.InvalidKeyIdError),
+    "tenant": (401, TokenRefused),
+    "list-tenant": (401, TokenRefused),  # the other tenant's issuer; the own-issuer one: below
+    "no-exp": (200, TokenRefused),
+    "long-exp": (200, TokenRefused),
+    "crit": (200, errors.UnsupportedHeaderError),
+    "none": (200, None),
 }
 
 
@@ -38,43 +53,104 @@ def store(tmp_path: Path) -> KeyStore:
 
 @pytest.fixture
 def cases(store: KeyStore) -> list[isolation.Case]:
-    return isolation.craft_cases(store, tenant="tenant-a", other_tenant="tenant-b", subject="iris-web")
+    return isolation.craft_cases(store, tenant="tenant-a", other_tenant="tenant-b", subject="iris-web", now=NOW)
 
 
-def test_cases_and_expected_statuses(cases: list[isolation.Case]) -> None:
-    assert [(c.flaw, c.expected) for c in cases] == [
-        ("missing", 403), ("expired", 401), ("audience", 401), ("signature", 401), ("algorithm", 401),
-        ("unknown-key", 401), ("tenant", 403), ("none", 200)]
+@pytest.fixture
+def rendered(store: KeyStore) -> Callable[[str], list[dict[str, Any]]]:
+    """The rendered objects of a tenant like the shipped tenant-a (callers iris-web, group)."""
+    def render(name: str) -> list[dict[str, Any]]:
+        doc = {**VALID, "name": name, "callers": {"subjects": ["iris-web"], "groups": [f"{name}-apps"]}}
+        return render_tenant(Tenant.model_validate(doc), ISSUER, store.jwks_json())
+    return render
 
 
-def test_each_bad_token_fails_for_its_reason(store: KeyStore, cases: list[isolation.Case]) -> None:
+def verdict(store: KeyStore, case: isolation.Case, tenant: str) -> str:
+    if case.token is None:
+        return "no token"
+    try:
+        verify_token(store, case.token, tenant=tenant, now=NOW)
+    except errors.JoseError as exc:
+        return type(exc).__name__
+    return "accepted"
+
+
+def test_the_token_table(store: KeyStore, cases: list[isolation.Case],
+                         rendered: Callable[[str], list[dict[str, Any]]]) -> None:
+    """Every case: the sidecar's status (as the case expects), verify_token's verdict, and the rule
+    that verify_token is never more lenient than the mesh."""
+    tenant_a, tenant_b = rendered("tenant-a"), rendered("tenant-b")
+    rows = []
     for case in cases:
+        status = sidecar_status(tenant_a, case.token, now=NOW)
+        rows.append((case.name, status, verdict(store, case, "tenant-a")))
+        assert status == case.expected, (case.name, status)
+        expected_status, refusal = TABLE[case.flaw]
+        if case.flaw != "list-tenant" or case.expected == 401:
+            assert status == expected_status, (case.name, status)
         if case.token is None:
             continue
-        if case.flaw == "none":
-            assert verify_token(store, case.token, tenant="tenant-a")["sub"] == "iris-web"
-            continue
-        with pytest.raises(EXPECTED_ERROR[case.flaw]) as err:
-            verify_token(store, case.token, tenant="tenant-a")
-        if isinstance(err.value, errors.InvalidClaimError):
-            assert err.value.claim == {"audience": "aud", "tenant": "tenant"}[case.flaw]
+        if refusal is None:
+            assert verify_token(store, case.token, tenant="tenant-a", now=NOW)["sub"] == "iris-web"
+        else:
+            with pytest.raises(refusal):
+                verify_token(store, case.token, tenant="tenant-a", now=NOW)
+        # Stricter or equal, never laxer: what verify_token accepts, the sidecar admits.
+        if rows[-1][2] == "accepted":
+            assert status == 200, case.name
+        # The mesh admits a token verify_token refuses only where Istio cannot express the rule.
+        if status == 200 and rows[-1][2] != "accepted":
+            assert case.mesh_limit, case.name
+        # No token opens both tenants: not even one naming both.
+        assert not (status == 200 and sidecar_status(tenant_b, case.token, now=NOW) == 200), case.name
+    assert {c.flaw for c in cases} == set(TABLE)
+    assert len(rows) == 16
+
+
+def test_no_token_satisfies_two_tenants(store: KeyStore, rendered: Callable[[str], list[dict[str, Any]]]) -> None:
+    """Whatever its claims, a token's single iss names one tenant: every tenant but that one refuses."""
+    key, kid = store.signing_key()
+    names = ["tenant-a", "tenant-b", "tenant-c"]
+    objects = {n: rendered(n) for n in names}
+    for issuer_tenant in names:
+        for tenant_claim in (issuer_tenant, names, ["tenant-a", "tenant-c"]):
+            claims = isolation.token_claims(tenant="x", subject="iris-web", ttl_s=300, now=NOW,
+                                            issuer=isolation.tenant_issuer(issuer_tenant))
+            token = isolation.sign({**claims, "tenant": tenant_claim, "groups": [f"{n}-apps" for n in names]},
+                                   key, kid)
+            opened = [n for n in names if sidecar_status(objects[n], token, now=NOW) == 200]
+            assert opened in ([], [issuer_tenant]), (issuer_tenant, tenant_claim, opened)
+
+
+def test_health_paths_need_no_token(store: KeyStore, rendered: Callable[[str], list[dict[str, Any]]]) -> None:
+    objects = rendered("tenant-a")
+    assert sidecar_status(objects, None, now=NOW, method="GET", path="/v2/health/ready") == 200
+    assert sidecar_status(objects, None, now=NOW, method="POST", path="/v2/health/ready") == 403
 
 
 def test_bad_tokens_differ_from_the_valid_one_only_in_their_flaw(store: KeyStore,
                                                                  cases: list[isolation.Case]) -> None:
     by_flaw = {c.flaw: c for c in cases}
-    valid = jwt.decode(by_flaw["none"].token or "", store.verification_keys()).claims
+    keys = store.verification_keys()
+
+    def claims(flaw: str) -> dict[str, Any]:
+        return dict(jwt.decode(by_flaw[flaw].token or "", keys).claims)
+
+    valid = claims("none")
     # The expired token is correctly signed: it fails on time alone.
-    expired = jwt.decode(by_flaw["expired"].token or "", store.verification_keys()).claims
-    assert {k: v for k, v in expired.items() if k not in ("iat", "nbf", "exp", "jti")} == \
+    assert {k: v for k, v in claims("expired").items() if k not in ("iat", "nbf", "exp", "jti")} == \
         {k: v for k, v in valid.items() if k not in ("iat", "nbf", "exp", "jti")}
     # The other tenant's token is a perfectly valid token, for the wrong tenant, by an allowed subject.
-    other = jwt.decode(by_flaw["tenant"].token or "", store.verification_keys()).claims
+    other = claims("tenant")
     assert other["tenant"] == "tenant-b" and other["sub"] == valid["sub"]
+    assert other["iss"] == "https://issuer.inferbox.local/tenants/tenant-b"
+    assert {k for k in claims("no-exp")} == set(valid) - {"exp"}
     # The tampered token carries the valid token's header and claims; only the signature changed.
     tampered, original = (by_flaw["signature"].token or "").split("."), (by_flaw["none"].token or "").split(".")
     assert tampered[:2] == original[:2] and tampered[2] != original[2]
     assert (by_flaw["algorithm"].token or "").endswith(".")  # alg none: an empty signature
+    header = jws.extract_compact((by_flaw["crit"].token or "").encode()).protected
+    assert header["crit"] == ["x-inferbox-ext"]
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):

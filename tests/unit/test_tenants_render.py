@@ -118,7 +118,7 @@ def test_request_authentication() -> None:
     objects = render(TENANTS["tenant-a"])
     assert one(objects, "PeerAuthentication")["spec"] == {"mtls": {"mode": "STRICT"}}
     (rule,) = one(objects, "RequestAuthentication")["spec"]["jwtRules"]
-    assert rule["issuer"] == ISSUER and rule["audiences"] == [AUDIENCE]
+    assert rule["issuer"] == f"{ISSUER}/tenants/tenant-a" and rule["audiences"] == [AUDIENCE]  # its own issuer
     assert json.loads(rule["jwks"]) == json.loads(JWKS)
     assert rule["fromHeaders"] == [{"name": "Authorization", "prefix": "Bearer "}]
     assert set(rule) == {"issuer", "audiences", "jwks", "fromHeaders"}  # headers only: no query params/cookies
@@ -128,10 +128,11 @@ def test_authorization_policy_for_subjects_and_groups() -> None:
     spec = one(render(TENANTS["tenant-a"]), "AuthorizationPolicy")["spec"]
     assert spec["action"] == "ALLOW"
     subjects, groups, health = spec["rules"]
-    assert subjects["from"][0]["source"]["requestPrincipals"] == [f"{ISSUER}/iris-web", f"{ISSUER}/iris-ci"]
+    own = f"{ISSUER}/tenants/tenant-a"
+    assert subjects["from"][0]["source"]["requestPrincipals"] == [f"{own}/iris-web", f"{own}/iris-ci"]
     tenant_claim = {"key": "request.auth.claims[tenant]", "values": ["tenant-a"]}
     assert subjects["when"] == [tenant_claim]
-    assert groups["from"][0]["source"]["requestPrincipals"] == [f"{ISSUER}/*"]
+    assert groups["from"][0]["source"]["requestPrincipals"] == [f"{own}/*"]
     assert groups["when"] == [tenant_claim, {"key": "request.auth.claims[groups]", "values": ["tenant-a-apps"]}]
     assert health == {"to": [{"operation": {"methods": ["GET"], "paths": ["/", "/v2/health/live",
                                                                           "/v2/health/ready"]}}]}

@@ -102,7 +102,8 @@ def test_numbers_are_read_as_quantities(tmp_path: Path) -> None:
     (with_change("rateLimit", {"requestsPerSecond": 0}), "rateLimit.requestsPerSecond", "greater than 0"),
     (with_change("models", ["Sklearn_Iris"]), "models.0", "should match pattern"),
     (with_change("models", ["iris", "iris"]), "models", "listed twice"),
-    (with_change("callers.subjects", ["*"]), "callers.subjects.0", "without spaces or '*'"),
+    (with_change("callers.subjects", ["*"]), "callers.subjects.0", "without spaces, '*' or '/'"),
+    (with_change("callers.subjects", ["ci/bot"]), "callers.subjects.0", "without spaces, '*' or '/'"),
     (with_change("callers.groups", ["a b"]), "callers.groups.0", "without spaces"),
     (with_change("labels", {"app.kubernetes.io/managed-by": "me"}), "labels", "reserved"),
     (with_change("labels", {"team": "not valid!"}), "labels", "value must be"),
@@ -117,8 +118,8 @@ def test_bad_input_names_file_and_field(tmp_path: Path, doc: dict[str, Any], fie
 
 @pytest.mark.parametrize(("filename", "name", "fragment"), [
     ("Team_X.yaml", "Team_X", "should match pattern"),
-    ("kube-system.yaml", "kube-system", "platform namespace"),
-    ("istio-system.yaml", "istio-system", "platform namespace"),
+    ("kube-system.yaml", "kube-system", "namespace the platform uses"),
+    ("kube-flannel.yaml", "kube-flannel", "namespace the platform uses"),
 ])
 def test_bad_names(tmp_path: Path, filename: str, name: str, fragment: str) -> None:
     found = problems_of(tmp_path, with_change("name", name), filename)
@@ -189,7 +190,7 @@ def test_tenant_create_validates_before_writing(tmp_path: Path, make_settings: C
     with pytest.raises(ConfigError, match=r"quotas\.cpu"):
         app.create_tenant(settings, console, app.NewTenant(name="team-q", cpu="0"), apply=False, directory=folder)
     assert not (folder / "team-q.yaml").exists()
-    path = app.create_tenant(settings, console, app.NewTenant(name="team-q", models=["iris"], subjects=["web"]),
+    path = app.create_tenant(settings, console, app.NewTenant(name="team-q", models=["sklearn-iris"], subjects=["web"]),
                              apply=False, directory=folder)
     assert [t.name for t in load_tenants(folder)] == ["team-q"]
     with pytest.raises(ConfigError, match="already exists"):

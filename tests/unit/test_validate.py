@@ -131,11 +131,36 @@ def test_validate_raises_with_every_problem(crd_dir: Path) -> None:
 
 
 def test_bad_crd_yaml_names_the_file(tmp_path: Path) -> None:
-    (tmp_path / "broken.yaml").write_text("kind: [unclosed\n")
+    (tmp_path / "broken.yaml").write_text("kind: [unclosed\ngroup: example.com\n")
+    validator = SchemaValidator(KUBERNETES_VERSION, [tmp_path])  # CRDs are read when a kind needs them
     with pytest.raises(Exception, match=r"broken\.yaml: not valid YAML"):
-        SchemaValidator(KUBERNETES_VERSION, [tmp_path])
+        validator.check([{"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}])
 
 
 def test_field_path() -> None:
     assert field_path(["spec", "rules", 0, "from", 1, "source"]) == "spec.rules[0].from[1].source"
     assert field_path([]) == "<object>"
+
+
+def test_crd_schemas_are_cached_until_the_file_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from inferbox.validate import _file_crds
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    crd = tmp_path / "crd.yaml"
+
+    def write(prop: str) -> None:
+        crd.write_text(yaml.safe_dump({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "names": {"kind": "Widget", "plural": "widgets"}, "scope": "Namespaced",
+                     "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                         "type": "object", "properties": {prop: {"type": "string"}}}}}]}}))
+
+    write("size")
+    ((group, version, kind, schema),) = _file_crds(crd, "example.com")
+    assert (group, version, kind) == ("example.com", "v1", "Widget") and "size" in schema["properties"]
+    assert len(list((tmp_path / "cache" / "inferbox" / "crd-schemas").glob("*.json"))) == 1
+    assert _file_crds(crd, "example.com") == [(group, version, kind, schema)]  # from the cache
+    write("colour")  # another size: another key
+    assert "colour" in _file_crds(crd, "example.com")[0][3]["properties"]
+    assert _file_crds(crd, "other.org") == []
