@@ -133,6 +133,18 @@ def status(c: Context, provider: str | None = None, cluster_name: str | None = N
         app.status(settings, cli.console)
 
 
+@task(help={**{k: CLUSTER_HELP[k] for k in ("provider", "cluster_name", "context")},
+            "timeout": "seconds to wait for the pod to finish (default 300)"})
+def gpu_check(c: Context, provider: str | None = None, cluster_name: str | None = None, context: str | None = None,
+              timeout: int = 300) -> None:
+    """Run a pod that requests one GPU and runs nvidia-smi; print the GPU name and memory it got."""
+    from inferbox.bootstrap import app
+
+    with cli.exit_on_error():
+        settings = cli.settings(provider=provider, cluster_name=cluster_name, context=context)
+        app.gpu_check(settings, cli.console, timeout_s=timeout)
+
+
 @task(help={**{k: CLUSTER_HELP[k] for k in ("provider", "cluster_name", "context", "knative", "verbose")},
             "keep_cluster": "uninstall the releases but keep the kind/minikube cluster",
             "dry_run": "print the commands instead of running them"})
@@ -488,7 +500,7 @@ def check(c: Context, fix: bool = False) -> None:
         raise cli.Exit("check failed", code=1)
 
 
-namespace = Collection(tools, doctor, plan, bootstrap, charts_verify, bundle, status, teardown, testenv,
+namespace = Collection(tools, doctor, plan, bootstrap, charts_verify, bundle, status, gpu_check, teardown, testenv,
                        tenants_apply, tenants_render, tenant_create, tenant_delete, keys, token, verify_isolation,
                        models, deploy_model, predict, down, undeploy_model, promote, rollback,
                        loadtest, load_profiles, dashboards, observability_render, observability_check, check)

@@ -138,6 +138,14 @@ class KnativePin(_Strict):
     serving_version: Version
 
 
+class GpuPin(_Strict):
+    """What the GPU steps run: the gpu-check pod's image (nvidia-smi itself comes from the
+    node's driver, mounted by the NVIDIA runtime) and the container toolkit put into kind nodes."""
+
+    check_image: str = Field(pattern=r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+:[A-Za-z0-9._-]+$")
+    container_toolkit: Version
+
+
 class TestenvPin(_Strict):
     """Sources of the hermetic test control plane (see inferbox.testenv)."""
 
@@ -175,6 +183,7 @@ class Versions(_Strict):
     tools: Tools
     charts: Charts
     knative: KnativePin
+    gpu: GpuPin
     testenv: TestenvPin
     lint: LintPin
     observability: ObservabilityPin

@@ -129,6 +129,9 @@ class Waiter:
         if check.kind is CheckKind.WEBHOOK_READY:
             self._webhook(check, deadline, phase)
             return
+        if check.kind is CheckKind.GPU_ALLOCATABLE:
+            self.gpu_nodes(check, deadline, phase=phase)
+            return
         if check.kind in (CheckKind.CONDITION_READY, CheckKind.RESOURCE_EXISTS):
             assert check.api_version and check.resource_kind, f"{check.kind} needs api_version and resource_kind"
             predicate = ready_condition if check.kind is CheckKind.CONDITION_READY else _exists
@@ -171,6 +174,22 @@ class Waiter:
         raise WaitTimeout(self.report(ref, last, deadline.seconds, phase=phase, what=what, pods=pods),
                           resource=str(ref), phase=phase)
 
+    def gone(self, ref: ObjectRef, deadline: Deadline) -> None:
+        """Watch until ``ref`` no longer exists; WaitTimeout at the deadline."""
+        selector = f"metadata.name={ref.name}"
+        while not deadline.expired():
+            items, version = self.kube.list_with_version(ref.api_version, ref.kind, ref.namespace,
+                                                         field_selector=selector)
+            if not items:
+                return
+            for event_type, _ in self.kube.watch(ref.api_version, ref.kind, ref.namespace, resource_version=version,
+                                                 timeout_s=int(min(_WATCH_CHUNK_S, deadline.remaining())) or 1,
+                                                 field_selector=selector):
+                if event_type == "DELETED":
+                    return
+        raise WaitTimeout(f"timed out after {deadline.seconds:.0f}s waiting for {ref} to be deleted",
+                          resource=str(ref))
+
     def _webhook(self, check: HealthCheck, deadline: Deadline, phase: str | None) -> None:
         """Endpoints first (the webhook has a backend), then the webhook really answers."""
         assert check.namespace and check.probe is not None, "webhook checks need a namespace and a probe"
@@ -209,6 +228,64 @@ class Waiter:
         for _ in self.kube.watch("discovery.k8s.io/v1", "EndpointSlice", check.namespace,
                                  resource_version=version, timeout_s=timeout, label_selector=selector):
             return
+
+    def gpu_nodes(self, check: HealthCheck, deadline: Deadline, *, phase: str | None = None) -> list[str]:
+        """Wait until every GPU node advertises allocatable ``check.name`` (nvidia.com/gpu) > 0:
+        a ready device plugin DaemonSet is not enough, its plugin may have found no GPU (no NVIDIA
+        runtime in the node, NVML not loaded). Returns the GPU nodes; on timeout the report names
+        each node short of GPUs, the plugin pod on it and the pod's last log lines."""
+        nodes: list[dict[str, Any]] = []
+        while not deadline.expired() and not self.stop.is_set():
+            nodes, version = self.kube.list_with_version("v1", "Node", None, label_selector=GPU_NODE_SELECTOR)
+            if nodes and not [n for n in nodes if gpu_allocatable(n, check.name) <= 0]:
+                return [n["metadata"]["name"] for n in nodes]
+            timeout = int(min(_WATCH_CHUNK_S, deadline.remaining())) or 1
+            for _ in self.kube.watch("v1", "Node", None, resource_version=version, timeout_s=timeout,
+                                     label_selector=GPU_NODE_SELECTOR):
+                break  # a GPU node changed: look at all of them again
+        if self.stop.is_set():
+            raise InferboxError(f"stopped waiting for {check.describe()}: another phase failed")
+        raise WaitTimeout(self._gpu_report(check, nodes, deadline.seconds, phase), resource="nodes", phase=phase)
+
+    def _gpu_report(self, check: HealthCheck, nodes: list[dict[str, Any]], timeout_s: float,
+                    phase: str | None) -> str:
+        lines = [f"timed out after {timeout_s:.0f}s waiting for {check.describe()}{self._phase_suffix(phase)}"]
+        if not nodes:
+            lines.append(f"  no node carries the label {GPU_NODE_SELECTOR}: the cluster has no GPU node "
+                         f"(see `{invoke('doctor')}`)")
+        for node in nodes:
+            name = node["metadata"]["name"]
+            count = gpu_allocatable(node, check.name)
+            if count > 0:
+                continue
+            lines.append(f"  node {name}: allocatable {check.name} = {count}")
+            lines.extend(f"    {line}" for line in self._plugin_lines(check, name))
+        lines.append(f"  next: {invoke('doctor')} (checks the NVIDIA runtime inside each GPU node)")
+        return "\n".join(lines)
+
+    def _plugin_lines(self, check: HealthCheck, node: str) -> list[str]:
+        assert check.namespace and check.selector, "a GPU check names the device plugin's namespace and selector"
+        try:
+            pods = self.kube.list("v1", "Pod", check.namespace, label_selector=check.selector,
+                                  field_selector=f"spec.nodeName={node}")
+        except (KubeError, ClusterError) as exc:
+            return [f"(could not list the device plugin pods: {exc})"]
+        if not pods:
+            return [f"no device plugin pod ({check.selector}) runs on it in {check.namespace}: is the node "
+                    "tainted or not selected by the DaemonSet?"]
+        lines = []
+        for pod in pods:
+            pod_name = pod["metadata"]["name"]
+            lines.extend(describe_pod(pod))
+            try:
+                logs = self.kube.pod_log(check.namespace, pod_name, tail_lines=10)
+            except (KubeError, ClusterError) as exc:
+                lines.append(f"  logs: unavailable ({exc})")
+                continue
+            lines.append("  last log lines:" if logs else "  logs: empty")
+            lines.extend(f"    {line}" for line in logs)
+            lines.append(f"  next: {self._kubectl()} -n {check.namespace} logs {pod_name}")
+        return lines
 
     # -- the timeout report ------------------------------------------------------------------
     def _kubectl(self) -> str:
@@ -251,6 +328,19 @@ class Waiter:
                 lines.append(f"      event: {event.get('type')} {event.get('reason')}: "
                              f"{(event.get('message') or '').strip()}")
         return lines
+
+
+# GPU feature discovery's label, which the kind GPU worker and the test nodes carry too.
+GPU_NODE_SELECTOR = "nvidia.com/gpu.present=true"
+
+
+def gpu_allocatable(node: dict[str, Any], resource: str) -> int:
+    """The node's allocatable count of an extended resource (0 when absent or not a count)."""
+    value = ((node.get("status") or {}).get("allocatable") or {}).get(resource, "0")
+    try:
+        return int(str(value))
+    except ValueError:
+        return 0
 
 
 def pod_ready(pod: dict[str, Any]) -> bool:
@@ -307,6 +397,9 @@ def summarize_status(obj: dict[str, Any]) -> str:
 
 def is_ready_now(kube: Kube, check: HealthCheck) -> bool:
     """One look, no waiting: does the check hold right now? (for ``invoke status``)"""
+    if check.kind is CheckKind.GPU_ALLOCATABLE:
+        nodes = kube.list("v1", "Node", label_selector=GPU_NODE_SELECTOR)
+        return bool(nodes) and all(gpu_allocatable(n, check.name) > 0 for n in nodes)
     if check.kind is CheckKind.WEBHOOK_READY:
         assert check.namespace
         return kube.ready_endpoints(check.namespace, check.name) > 0

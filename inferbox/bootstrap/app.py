@@ -15,12 +15,12 @@ import yaml
 from rich.console import Console
 from rich.text import Text
 
-from inferbox.bootstrap import contract, doctor
+from inferbox.bootstrap import contract, doctor, gpucheck
 from inferbox.bootstrap.charts import ChartStore
 from inferbox.bootstrap.install import DryRunWaiter, HealthWaiter, Outcome, PhaseInstaller, execute
-from inferbox.bootstrap.phases import build_plan, catalog_runtimes
+from inferbox.bootstrap.phases import GATEWAY_NAMESPACE, GPU_NAMESPACE, build_plan, catalog_runtimes
 from inferbox.bootstrap.plan import Phase, Plan
-from inferbox.bootstrap.providers import make_provider
+from inferbox.bootstrap.providers import KindProvider, make_provider
 from inferbox.config import GpuMode, Provider, Settings
 from inferbox.errors import ClusterError, InferboxError, KubeError
 from inferbox.events import EventLog
@@ -69,7 +69,12 @@ def run_doctor(settings: Settings, runner: Runner) -> tuple[list[doctor.Check], 
     toolbox = Toolbox.from_settings(settings, runner)
     facts = doctor.probe_host(settings, runner, toolbox)
     gpu = doctor.resolve_gpu(settings.gpu, facts, settings.provider)
-    return doctor.run_checks(facts, settings, doctor.profile_for(gpu)), gpu
+    checks = doctor.run_checks(facts, settings, doctor.profile_for(gpu))
+    if gpu and settings.provider is Provider.KIND and facts.docker.reachable:
+        # Once the cluster exists, the GPU nodes' insides too.
+        nodes = KindProvider(settings, toolbox, Renderer(settings.root / "manifests"), gpu=True).gpu_nodes()
+        checks += doctor.node_checks(settings, toolbox, nodes)
+    return checks, gpu
 
 
 def recheck_command(settings: Settings) -> str:
@@ -84,7 +89,8 @@ def full_plan_settings(settings: Settings) -> Settings:
 
 def manifest_context(settings: Settings) -> dict[str, Any]:
     """The context the phases' own templates (manifests/) are rendered with."""
-    return {"serving_version": settings.versions.knative.serving_version, **observability_context(settings)}
+    return {"serving_version": settings.versions.knative.serving_version, "gateway_namespace": GATEWAY_NAMESPACE,
+            **observability_context(settings)}
 
 
 def _render_helm(settings: Settings) -> Helm:
@@ -227,11 +233,33 @@ def bootstrap(settings: Settings, console: Console, *, runner: Runner | None = N
             except InferboxError as exc:
                 events.emit("run-failed", None, str(exc))
                 raise
+        if gpu:  # the end-to-end proof that a pod asking for a GPU gets one
+            if dry_note is not None:
+                dry_note(f"gpu-check: pod {GPU_NAMESPACE}/{gpucheck.POD_NAME} requests 1 nvidia.com/gpu and runs "
+                         f"nvidia-smi ({settings.versions.gpu.check_image})")
+            else:
+                assert kube is not None
+                result = gpucheck.run(kube, settings, renderer)
+                events.emit("step", None, f"gpu-check on {result.node}: " +
+                            ", ".join(f"{g.name} ({g.memory})" for g in result.gpus))
         events.emit("run-done", None, "platform ready" if not settings.dry_run else "dry run complete")
     finally:
         events.close()
     transcript = runner.lines() if isinstance(runner, RecordingRunner) else []
     return BootstrapResult(plan=plan, outcomes=outcomes, cluster_created=created, transcript=transcript)
+
+
+def gpu_check(settings: Settings, console: Console, *, timeout_s: float = 300) -> gpucheck.GpuCheckResult:
+    """Run the gpu-check pod on the platform's cluster and print the GPU it got."""
+    result = gpucheck.run(Kube.connect(context=settings.kube_context), settings,
+                          Renderer(settings.root / "manifests"), timeout_s=timeout_s)
+    table = FitTable(f"gpu-check on node {result.node}")
+    for column in ("GPU", "memory"):
+        table.add_column(column)
+    for gpu in result.gpus:
+        table.add_row(gpu.name, gpu.memory)
+    console.print(table)
+    return result
 
 
 def status(settings: Settings, console: Console, *, runner: Runner | None = None) -> FitTable:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -299,6 +300,29 @@ def _test_tool_checks(facts: HostFacts, root: Path) -> list[Check]:
     else:
         npm = Check("npm", Status.OK, f"{facts.npm} (any version: it only fetches an npm package)")
     return [go, npm]
+
+
+def node_checks(settings: Settings, toolbox: Toolbox, gpu_nodes: Sequence[str]) -> list[Check]:
+    """Inside each GPU node of an existing kind cluster: the NVIDIA container toolkit, nvidia as
+    containerd's default runtime, and a GPU nvidia-smi can see (the host side passing says
+    nothing about these). Each failure comes with the command that fixes it."""
+    from inferbox.bootstrap.providers import NODE_CHECKS
+
+    if not gpu_nodes or settings.cluster_name not in toolbox.kind.clusters():
+        return []
+    checks = []
+    version = settings.versions.gpu.container_toolkit
+    for node in gpu_nodes:
+        for label, probe, fix in NODE_CHECKS:
+            result = toolbox.docker.probe_script(node, probe)
+            if result.ok:
+                checks.append(Check(f"{node}: {label}", Status.OK, (result.stdout.strip().splitlines() or ["yes"])[0]))
+            else:
+                why = (result.stderr.strip().splitlines() or result.stdout.strip().splitlines() or ["no"])[-1]
+                checks.append(Check(f"{node}: {label}", Status.FAIL, why,
+                                    fix=shlex.join((toolbox.docker.binary, "exec", node, "bash", "-c",
+                                                    fix.format(v=version)))))
+    return checks
 
 
 def blocking_failures(checks: Sequence[Check]) -> list[Check]:

@@ -19,7 +19,7 @@ from inferbox.bootstrap.charts import archive_name, chart_name
 from inferbox.bootstrap.plan import CheckKind, ClusterStep, HealthCheck, Phase, Plan, PreStep
 from inferbox.config import ChartPin, Settings
 from inferbox.errors import ConfigError
-from inferbox.models.catalog import default_catalog_path, load_catalog
+from inferbox.models.catalog import GPU_RESOURCE, default_catalog_path, load_catalog
 from inferbox.tools.helm import ChartSource
 
 CRD = CheckKind.CRD_ESTABLISHED
@@ -29,6 +29,11 @@ STATEFULSET = CheckKind.STATEFULSET_READY
 WEBHOOK = CheckKind.WEBHOOK_READY
 
 GPU_NAMESPACE = "nvidia-gpu"
+GATEWAY_NAMESPACE = "istio-ingress"
+# Knative mode: KServe sends a model's traffic to Knative's local gateway Service, which the
+# knative-serving phase puts beside the gateway pods (manifests/knative-serving.yaml.j2); the
+# chart's default names istio-system (kserve/kserve charts/kserve-resources/values.yaml@v0.20.0).
+KNATIVE_LOCAL_GATEWAY = f"knative-local-gateway.{GATEWAY_NAMESPACE}.svc.cluster.local"
 KSERVE_NAMESPACE = "kserve"
 KSERVE_WEBHOOK_SERVICE = "kserve-webhook-server-service"
 
@@ -98,9 +103,9 @@ def build_plan(settings: Settings, *, gpu: bool) -> Plan:
         )),
         # KServe's Standard mode routes each model through an Ingress of class "istio"; Istio serves
         # it only when that IngressClass exists (manifests/istio/ingressclass.yaml.j2).
-        phase("istio-ingressgateway", "istio-gateway", "istio-ingress", depends_on=("istiod",),
+        phase("istio-ingressgateway", "istio-gateway", GATEWAY_NAMESPACE, depends_on=("istiod",),
               timeout_s=300, expected_s=30, manifests=("istio/ingressclass.yaml.j2",), checks=(
-            HealthCheck(DEPLOY, "istio-ingressgateway", "istio-ingress"),
+            HealthCheck(DEPLOY, "istio-ingressgateway", GATEWAY_NAMESPACE),
         )),
         phase("kserve-crd", "kserve-crd", KSERVE_NAMESPACE, depends_on=("cert-manager", "istiod"),
               timeout_s=120, expected_s=10, checks=(
@@ -113,7 +118,10 @@ def build_plan(settings: Settings, *, gpu: bool) -> Plan:
         phase("kserve", "kserve", KSERVE_NAMESPACE, depends_on=("kserve-crd",), timeout_s=420, expected_s=75,
               pre_steps=(PreStep.CLEANUP_ORPHANED_WEBHOOKS,), webhook_service=KSERVE_WEBHOOK_SERVICE,
               # "Standard" is 0.16+'s name for RawDeployment; "Knative" for Serverless.
-              set_values={"kserve.controller.deploymentMode": "Knative" if settings.knative else "Standard"},
+              set_values={"kserve.controller.deploymentMode": "Knative" if settings.knative else "Standard",
+                          **({"kserve.controller.gateway.localGateway.gatewayService": KNATIVE_LOCAL_GATEWAY,
+                              "kserve.controller.gateway.localGateway.knativeGatewayService": KNATIVE_LOCAL_GATEWAY}
+                             if settings.knative else {})},
               checks=(
             HealthCheck(DEPLOY, "kserve-controller-manager", KSERVE_NAMESPACE),
             HealthCheck(WEBHOOK, KSERVE_WEBHOOK_SERVICE, KSERVE_NAMESPACE, probe=_probe(
@@ -159,6 +167,12 @@ def build_plan(settings: Settings, *, gpu: bool) -> Plan:
             "gpu-device-plugin", "nvidia-device-plugin", GPU_NAMESPACE, release="nvidia-device-plugin",
             timeout_s=300, expected_s=40, checks=(
                 HealthCheck(DAEMONSET, "nvidia-device-plugin", GPU_NAMESPACE),
+                # The plugin pods being ready is not enough: each must find its node's GPUs.
+                # Its pods' labels: templates/_helpers.tpl (templateLabels) in NVIDIA/k8s-device-plugin
+                # deployments/helm/nvidia-device-plugin@v0.20.0.
+                HealthCheck(CheckKind.GPU_ALLOCATABLE, GPU_RESOURCE, GPU_NAMESPACE,
+                            selector="app.kubernetes.io/name=nvidia-device-plugin,"
+                                     "app.kubernetes.io/instance=nvidia-device-plugin"),
             )))
         phases.append(phase(
             "dcgm-exporter", "dcgm-exporter", GPU_NAMESPACE, release="dcgm-exporter",

@@ -29,6 +29,9 @@ class CheckKind(StrEnum):
     WEBHOOK_READY = "webhook-ready"
     CONDITION_READY = "condition-ready"
     RESOURCE_EXISTS = "resource-exists"
+    # Every GPU node (label nvidia.com/gpu.present=true) advertises allocatable ``name`` > 0;
+    # ``namespace`` and ``selector`` find the device plugin pod on a node that does not.
+    GPU_ALLOCATABLE = "gpu-allocatable"
 
 
 @dataclass(frozen=True)
@@ -42,13 +45,14 @@ class HealthCheck:
     probe: Mapping[str, Any] | None = None
     api_version: str | None = None
     resource_kind: str | None = None
+    selector: str | None = None
 
     def short(self) -> str:
         """A compact label for tables: "deploy cert-manager", "crd issuers.cert-manager.io"."""
         label = {CheckKind.CRD_ESTABLISHED: "crd", CheckKind.DEPLOYMENT_AVAILABLE: "deploy",
                  CheckKind.DAEMONSET_READY: "ds", CheckKind.STATEFULSET_READY: "sts", CheckKind.JOB_COMPLETE: "job",
                  CheckKind.WEBHOOK_READY: "webhook", CheckKind.CONDITION_READY: "ready",
-                 CheckKind.RESOURCE_EXISTS: "exists"}[self.kind]
+                 CheckKind.RESOURCE_EXISTS: "exists", CheckKind.GPU_ALLOCATABLE: "gpus"}[self.kind]
         return f"{label} {self.name}"
 
     def describe(self) -> str:
@@ -63,6 +67,8 @@ class HealthCheck:
                                      f"{(self.probe or {}).get('kind', 'create')}",
             CheckKind.CONDITION_READY: f"{(self.resource_kind or 'resource').lower()} {where} Ready",
             CheckKind.RESOURCE_EXISTS: f"{(self.resource_kind or 'resource').lower()} {where} exists",
+            CheckKind.GPU_ALLOCATABLE: f"every GPU node (nvidia.com/gpu.present=true) to advertise allocatable "
+                                       f"{self.name} > 0",
         }[self.kind]
 
 

@@ -19,6 +19,45 @@ GATEWAY_HTTPS_PORT = 8443
 # the local-path provisioner in local-path-storage (kubernetes-sigs/kind
 # pkg/build/nodeimage/const_storage.go@v0.32.0, unchanged on main); minikube's default addons
 # (storage-provisioner, nvidia-device-plugin) live in kube-system.
+# NVIDIA's recipe for GPUs in kind nodes: NVIDIA/nvkind pkg/nvkind/node.go (main@24c190e,
+# InstallContainerToolkit, ConfigureContainerRuntime, PatchProcDriverNvidia), run in each GPU
+# node after `kind create cluster`. Two deliberate differences: the toolkit version is pinned
+# (versions.toml [gpu], installed the way NVIDIA's install guide pins it), and nvidia is made
+# containerd's default runtime, as the GPU Operator's toolkit does by default
+# (CONTAINERD_SET_AS_DEFAULT), where nvkind registers a RuntimeClass: so the device plugin, the
+# DCGM exporter, predictors and gpu-check need no runtimeClassName (nvidia-container-runtime
+# passes non-GPU containers straight to runc).
+# Each script checks first, so a bootstrap of an existing cluster runs them again safely.
+TOOLKIT_INSTALL = (
+    "set -eu; if nvidia-ctk --version 2>/dev/null | grep -q 'version {v}$'; then exit 0; fi; "
+    "apt-get update; apt-get install -y gpg curl; "
+    "curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey "
+    "| gpg --dearmor --yes -o /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg; "
+    "curl -fsSL https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list "
+    "| sed 's#deb https://#deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] https://#g' "
+    "> /etc/apt/sources.list.d/nvidia-container-toolkit.list; apt-get update; "
+    "apt-get install -y nvidia-container-toolkit={v}-1 nvidia-container-toolkit-base={v}-1 "
+    "libnvidia-container-tools={v}-1 libnvidia-container1={v}-1"
+)
+_NVIDIA_DEFAULT = "grep -q 'default_runtime_name = \"nvidia\"' /etc/containerd/config.toml"
+RUNTIME_CONFIGURE = (f"set -eu; if {_NVIDIA_DEFAULT}; then exit 0; fi; "
+                     "nvidia-ctk runtime configure --runtime=containerd --config-source=file --set-as-default; "
+                     "systemctl restart containerd")
+# Hide the host's device nodes from the driver's ModifyDeviceFiles, unless the toolkit's CDI hook
+# already did (toolkit >= 1.19 sets ModifyDeviceFiles: 0): nvkind's PatchProcDriverNvidia.
+PROC_DRIVER_PATCH = (
+    "set -eu; if grep -q '^ModifyDeviceFiles: 0$' /proc/driver/nvidia/params; then exit 0; fi; "
+    "umount -R /proc/driver/nvidia; cp /proc/driver/nvidia/params root/gpu-params; "
+    "sed -i 's/^ModifyDeviceFiles: 1$/ModifyDeviceFiles: 0/' root/gpu-params; "
+    "mount --bind root/gpu-params /proc/driver/nvidia/params"
+)
+# What the doctor runs in each GPU node once the cluster exists (check, fix).
+NODE_CHECKS = (
+    ("NVIDIA container toolkit in the node", "nvidia-ctk --version", TOOLKIT_INSTALL),
+    ("containerd's default runtime is nvidia", _NVIDIA_DEFAULT, RUNTIME_CONFIGURE),
+    ("a GPU is visible in the node", "nvidia-smi -L", PROC_DRIVER_PATCH),
+)
+
 PROVIDER_NAMESPACES = {Provider.KIND: ("local-path-storage",), Provider.MINIKUBE: (), Provider.EXISTING: ()}
 
 
@@ -52,6 +91,22 @@ class KindProvider:
     def config_path(self) -> Path:
         return self.settings.state_dir / "kind-config.yaml"
 
+    def gpu_nodes(self) -> list[str]:
+        """The GPU worker's node name: kind names workers <cluster>-worker, -worker2, ... in
+        config order (kubernetes-sigs/kind pkg/cluster/internal/providers/common/namer.go@v0.32.0),
+        and the GPU worker comes after the CPU workers (manifests/kind-config.yaml.j2)."""
+        if not self.gpu:
+            return []
+        index = self.workers + 1
+        return [f"{self.settings.cluster_name}-worker{index if index > 1 else ''}"]
+
+    def prepare_gpu_nodes(self) -> None:
+        """Put the NVIDIA container toolkit and runtime into each GPU node (see TOOLKIT_INSTALL)."""
+        version = self.settings.versions.gpu.container_toolkit
+        for node in self.gpu_nodes():
+            for script in (TOOLKIT_INSTALL.format(v=version), RUNTIME_CONFIGURE, PROC_DRIVER_PATCH):
+                self.tools.docker.exec_script(node, script)
+
     def render_config(self) -> str:
         return self.renderer.text("kind-config.yaml.j2", cluster_name=self.settings.cluster_name,
                                   http_port=GATEWAY_HTTP_PORT, https_port=GATEWAY_HTTPS_PORT,
@@ -62,6 +117,7 @@ class KindProvider:
 
     def create(self) -> bool:
         if self.exists():
+            self.prepare_gpu_nodes()  # finishes a preparation an earlier run did not
             return False
         path = self.config_path()
         if not self.settings.dry_run:
@@ -69,6 +125,7 @@ class KindProvider:
             path.write_text(self.render_config())
         image = self.settings.versions.kubernetes.kind_node_image
         self.tools.kind.create_cluster(self.settings.cluster_name, path, image)
+        self.prepare_gpu_nodes()
         return True
 
     def delete(self) -> bool:
@@ -92,10 +149,21 @@ class MinikubeProvider:
         return self.settings.cluster_name in self.tools.minikube.profiles()
 
     def create(self) -> bool:
+        """minikube's GPU path for the docker driver (kubernetes/minikube
+        site/content/en/docs/tutorials/nvidia.md@v1.38.1): ``--gpus all`` with the docker runtime,
+        which makes nvidia dockerd's default runtime in the node and enables the
+        nvidia-device-plugin addon (pkg/minikube/cruntime/docker.go). The addon is disabled again:
+        the plan's gpu-device-plugin phase installs the pinned chart, with its GPU wait and DCGM
+        exporter, and one device plugin per node is the most there may be. The node gets the
+        label GPU feature discovery would give it, which the chart and the predictors select on."""
         if self.exists():
             return False
-        self.tools.minikube.start(self.settings.cluster_name, self.settings.versions.kubernetes.version,
+        profile = self.settings.cluster_name
+        self.tools.minikube.start(profile, self.settings.versions.kubernetes.version,
                                   gpus=self.gpu, cpus=self.cpus, memory_mb=self.memory_mb)
+        if self.gpu:
+            self.tools.minikube.disable_addon(profile, "nvidia-device-plugin")
+            self.tools.kubectl.label_node(profile, {"nvidia.com/gpu.present": "true"})
         return True
 
     def delete(self) -> bool:

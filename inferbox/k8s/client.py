@@ -209,6 +209,14 @@ class Kube:
 
         return sorted(events, key=when)[-limit:]
 
+    def pod_log(self, namespace: str, name: str, *, tail_lines: int = 10) -> list[str]:
+        """The last lines a pod's (first) container wrote; raises KubeError/ClusterError when the
+        API server cannot get them (no kubelet answers, the container never started)."""
+        core = k8s_client.CoreV1Api(self.api_client)
+        text = self.call(f"logs of pod {namespace}/{name}", core.read_namespaced_pod_log, name, namespace,
+                         tail_lines=tail_lines)
+        return str(text).splitlines()
+
     def ready_endpoints(self, namespace: str, service: str) -> int:
         slices = self.list("discovery.k8s.io/v1", "EndpointSlice", namespace,
                            label_selector=f"kubernetes.io/service-name={service}")

@@ -316,9 +316,20 @@ def _execute_step(kube: Kube, tenant: str, step: Step, new_namespaces: set[str],
         return ObjectResult(tenant, step.ref, _dry_run_outcome(kube, step, new_namespaces))
     after = kube.apply(step.desired, field_manager=FIELD_MANAGER)
     if step.live is None:
-        return ObjectResult(tenant, step.ref, Outcome.CREATED)
+        if _made_by_us(after):
+            return ObjectResult(tenant, step.ref, Outcome.CREATED)
+        # It was there already, without our labels (made by hand, or by another tool): adopted,
+        # and so never deleted by a rollback.
+        return ObjectResult(tenant, step.ref, Outcome.CONFIGURED, "existed without inferbox's labels; adopted")
     same = comparable(after) == comparable(step.live)
     return ObjectResult(tenant, step.ref, Outcome.UNCHANGED if same else Outcome.CONFIGURED)
+
+
+def _made_by_us(obj: dict[str, Any]) -> bool:
+    """Did our apply create ``obj``? Then its field managers are ours alone (an object that was
+    there before carries its creator's entry, e.g. kubectl-create or kubectl-client-side-apply)."""
+    managers = {entry.get("manager") for entry in (obj.get("metadata") or {}).get("managedFields") or []}
+    return managers <= {FIELD_MANAGER}
 
 
 def _dry_run_outcome(kube: Kube, step: Step, new_namespaces: set[str]) -> Outcome:
@@ -336,6 +347,8 @@ def _dry_run_outcome(kube: Kube, step: Step, new_namespaces: set[str]) -> Outcom
 
 def _source(tenant: str, ref: ObjectRef) -> str:
     """Where to look in the tenant's file: ``tenants/<name>.yaml (quotas)``."""
+    if tenant == SHARED:
+        return "the objects all tenants share (manifests/tenant/shared.yaml.j2)"
     field = SOURCE_FIELDS.get(ref.kind)
     return f"tenants/{tenant}.yaml" + (f" ({field})" if field else "")
 
@@ -367,9 +380,9 @@ def _roll_back(kube: Kube, tenant: str, steps: Sequence[Step], failed: int, resu
         message = f"{head}; {where}, the tenant is as it was"
     else:
         shown = ", ".join(f"{r.ref} ({r.outcome.value})" for r in changed)
-        message = (f"{head}; these objects already hold the new spec: {shown}; "
-                   f"{len(pending)} not applied. Fix tenants/{tenant}.yaml and run "
-                   f"`{invoke(f'tenants-apply --tenant {tenant}')}` to finish")
+        finish = (f"run `{invoke('tenants-apply')}` once the cause is fixed" if tenant == SHARED else
+                  f"fix tenants/{tenant}.yaml and run `{invoke(f'tenants-apply --tenant {tenant}')}`")
+        message = f"{head}; these objects already hold the new spec: {shown}; {len(pending)} not applied: {finish}"
     return TenantFailed(message, final)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from inferbox.runner import Command, Runner
+from inferbox.runner import Command, Result, Runner
 
 
 @dataclass(frozen=True)
@@ -39,3 +39,15 @@ class Docker:
             return EngineInfo(reachable=False, error="; ".join(errors))
         return EngineInfo(reachable=True, server_version=data.get("ServerVersion", ""),
                           runtimes=tuple(sorted((data.get("Runtimes") or {}).keys())))
+
+    def probe_script(self, container: str, script: str, *, timeout: int = 60) -> Result:
+        """``docker exec <container> bash -c <script>`` that only looks (run in dry runs too); the
+        result whatever its exit status."""
+        return self.runner.run(Command((self.binary, "exec", container, "bash", "-c", script), timeout=timeout,
+                                       mutating=False, retry_transient=False), check=False)
+
+    def exec_script(self, container: str, script: str, *, timeout: int = 600) -> str:
+        """``docker exec <container> bash -c <script>``: its stdout; raises when it fails."""
+        result = self.runner.run(Command((self.binary, "exec", container, "bash", "-c", script), timeout=timeout,
+                                         retry_transient=False))
+        return result.stdout

@@ -23,6 +23,12 @@ class Kubectl:
                 target, "-c", container, "--", *command]
         return self.runner.run(Command(tuple(argv), timeout=timeout_s, mutating=mutating, retry_transient=False))
 
+    def label_node(self, node: str, labels: dict[str, str]) -> None:
+        """``kubectl label node <node> k=v ... --overwrite``."""
+        argv = [self.binary, *(["--context", self.context] if self.context else []), "label", "node", node,
+                *(f"{k}={v}" for k, v in sorted(labels.items())), "--overwrite"]
+        self.runner.run(Command(tuple(argv), timeout=60))
+
     def version(self) -> str:
         cmd = Command((self.binary, "version", "--client", "--output", "json"), timeout=30, mutating=False)
         data = json.loads(self.runner.run(cmd).stdout or "{}")

@@ -31,5 +31,8 @@ class Minikube:
             argv += ["--gpus", "all"]
         self.runner.run(Command(tuple(argv), timeout=900, retry_transient=False))
 
+    def disable_addon(self, profile: str, addon: str) -> None:
+        self.runner.run(Command((self.binary, "addons", "disable", addon, "--profile", profile), timeout=300))
+
     def delete(self, profile: str) -> None:
         self.runner.run(Command((self.binary, "delete", "--profile", profile), timeout=300))

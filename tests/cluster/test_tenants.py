@@ -465,3 +465,22 @@ def test_a_refused_change_reports_what_differs_and_how_to_finish(tenants: Tenant
         assert kube.get(ObjectRef(version, kind, name, a)) is not None
     quota = kube.get(ObjectRef("v1", "ResourceQuota", "tenant-quota", a))
     assert quota is not None and quota["spec"]["hard"]["pods"] == "20"
+
+
+def test_a_rollback_never_deletes_a_namespace_it_did_not_create(tenants: Tenants, kube: Kube, core: client.CoreV1Api,
+                                                                refuse_quotas: Callable[[str], None]) -> None:
+    a = tenants.add("tenant-a")
+    # Someone made the namespace by hand, with their own data in it, before the first apply.
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=a)))
+    core.create_namespaced_config_map(a, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="theirs"),
+                                                            data={"keep": "me"}))
+    refuse_quotas(a)
+    with pytest.raises(app.TenantsFailed) as err:
+        tenants.apply()
+    mine = outcomes(err.value.report, a)
+    assert mine[f"Namespace/{a}"] is Outcome.CONFIGURED  # adopted, not created: not the rollback's to delete
+    assert mine["NetworkPolicy/default-deny"] is Outcome.ROLLED_BACK
+    namespace = core.read_namespace(a)
+    assert namespace.status.phase == "Active"
+    assert core.read_namespaced_config_map("theirs", a).data == {"keep": "me"}
+    assert kube.get(ObjectRef("networking.k8s.io/v1", "NetworkPolicy", "default-deny", a)) is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -428,3 +429,33 @@ def test_go_and_npm_are_checked_against_what_the_test_builds_need(tmp_path) -> N
     old = by_name(run_checks(healthy(go="1.20.1"), settings(tmp_path, root=PROJECT_ROOT)))["go"]
     assert old.status is Status.WARN and old.detail.startswith("found 1.20.1; Go ")
     assert by_name(run_checks(healthy(), settings(tmp_path, root=PROJECT_ROOT)))["go"].status is Status.OK
+
+
+def test_gpu_node_checks_inside_an_existing_kind_cluster(make_settings) -> None:
+    """The host can pass every GPU check while the kind node has no NVIDIA runtime: the doctor
+    looks inside each GPU node, and every failure carries the command that fixes it."""
+    from inferbox.bootstrap.doctor import node_checks
+    from inferbox.bootstrap.providers import NODE_CHECKS, RUNTIME_CONFIGURE
+
+    settings = make_settings(cluster_name="demo")
+    (_, toolkit, _), (_, runtime, _), (_, smi, _) = NODE_CHECKS
+    runner = RecordingRunner({
+        ("kind", "get", "clusters"): Reply("demo\n"),
+        ("docker", "exec", "demo-worker2", "bash", "-c", toolkit): Reply(
+            "NVIDIA Container Toolkit CLI version 1.20.2\n"),
+        ("docker", "exec", "demo-worker2", "bash", "-c", runtime): Reply("", exit_code=1),
+        ("docker", "exec", "demo-worker2", "bash", "-c", smi): Reply(
+            "", stderr="bash: line 1: nvidia-smi: command not found\n", exit_code=127),
+    }, strict=True, dry_run=False)
+    checks = node_checks(settings, Toolbox.from_settings(settings, runner), ["demo-worker2"])
+    assert [(c.name, c.status) for c in checks] == [
+        ("demo-worker2: NVIDIA container toolkit in the node", Status.OK),
+        ("demo-worker2: containerd's default runtime is nvidia", Status.FAIL),
+        ("demo-worker2: a GPU is visible in the node", Status.FAIL)]
+    assert checks[0].detail == "NVIDIA Container Toolkit CLI version 1.20.2"
+    assert "command not found" in checks[2].detail
+    assert shlex.split(checks[1].fix) == ["docker", "exec", "demo-worker2", "bash", "-c", RUNTIME_CONFIGURE]
+    # No cluster yet: nothing to look inside.
+    none = RecordingRunner({("kind", "get", "clusters"): Reply("No kind clusters found.\n")}, strict=True,
+                           dry_run=False)
+    assert node_checks(settings, Toolbox.from_settings(settings, none), ["demo-worker2"]) == []
