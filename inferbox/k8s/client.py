@@ -168,6 +168,15 @@ class Kube:
         return self.call(f"{verb} {ref}", self._request, "PATCH", res.path(name=ref.name, namespace=ref.namespace),
                          query, body=obj, content_type="application/apply-patch+yaml")
 
+    def replace(self, obj: dict[str, Any], *, field_manager: str) -> dict[str, Any]:
+        """PUT the whole object (``metadata.resourceVersion`` guards against a concurrent change:
+        409 Conflict). Unlike an apply, it removes fields other managers set."""
+        meta = obj.get("metadata", {})
+        ref = ObjectRef(obj["apiVersion"], obj["kind"], meta.get("name", ""), meta.get("namespace"))
+        res = self.resource(ref.api_version, ref.kind)
+        return self.call(f"replace {ref}", self._request, "PUT", res.path(name=ref.name, namespace=ref.namespace),
+                         [("fieldManager", field_manager)], body=obj)
+
     def _request(self, method: str, path: str, query: list[tuple[str, str]], *, body: Any = None,
                  content_type: str = "application/json") -> dict[str, Any]:
         """One request through the client's connection pool and authentication, the JSON answer
@@ -184,10 +193,15 @@ class Kube:
             raise ApiException.from_response(http_resp=response, body=data.decode(errors="replace"), data=None)
         return dict(json.loads(data))
 
-    def delete(self, ref: ObjectRef, *, missing_ok: bool = True) -> bool:
+    def delete(self, ref: ObjectRef, *, missing_ok: bool = True, dry_run: bool = False) -> bool:
+        """Delete ``ref``; ``dry_run`` asks the API server whether it would (admission included)."""
         res = self.resource(ref.api_version, ref.kind)
         try:
-            self.call(f"delete {ref}", res.delete, name=ref.name, namespace=ref.namespace)
+            if dry_run:
+                self.call(f"dry-run delete {ref}", self._request, "DELETE",
+                          res.path(name=ref.name, namespace=ref.namespace), [("dryRun", "All")])
+            else:
+                self.call(f"delete {ref}", res.delete, name=ref.name, namespace=ref.namespace)
         except NotFound:
             if not missing_ok:
                 raise

@@ -9,6 +9,7 @@ LLM traffic). Every problem names the file and the field, e.g.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,12 +45,14 @@ LLM_SLOS = ("ttftP95Ms", "itlP95Ms", "minTokensPerS")
 # TTFT and inter-token latency have one percentile each (ttftP95Ms, itlP95Ms); a second one of
 # theirs belongs in a group here.
 PERCENTILE_GROUPS = (("p50_ms", "p95_ms", "p99_ms"),)
-_DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
+_DURATION = re.compile(r"^(?:(?P<h>[0-9]+)h)?(?:(?P<m>[0-9]+)m)?(?:(?P<s>[0-9]+)s)?$")  # ASCII digits only
 
 
 def parse_duration(value: Any) -> int:
     """``"90s"``, ``"10m"``, ``"1h30m"`` or a number of seconds -> whole seconds (1 s to 24 h)."""
     if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration like 90s, 10m, 1h30m")
+    if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{value!r} is not a duration like 90s, 10m, 1h30m")
     if isinstance(value, int | float):
         seconds = int(value)

@@ -297,6 +297,9 @@ def token_for(settings: Settings, *, tenant: str, subject: str | None = None, tt
             raise ConfigError("command line", [("subject", f"tenants/{tenant}.yaml lists no callers.subjects to "
                                                            "default to: pass the caller, e.g. --subject my-app")])
         subject = declared.callers.subjects[0]
+    if not subject or any(ch.isspace() for ch in subject) or "/" in subject or "*" in subject:
+        raise ConfigError("command line", [("subject", f"{subject!r}: a caller is a non-empty name without "
+                                                       "spaces, '*' or '/' (the rules of callers.subjects)")])
     warning = None
     if subject not in declared.callers.subjects and not set(groups) & set(declared.callers.groups):
         warning = (f"{subject!r} is not an allowed caller of {tenant} (callers in tenants/{tenant}.yaml): "

@@ -44,6 +44,7 @@ from inferbox.tenants.render import (
     sort_tenant_objects,
     tenant_selector,
 )
+from inferbox.tenants.spec import parse_quantity
 
 log = logging.getLogger("inferbox.tenants")
 
@@ -80,6 +81,12 @@ TENANT_KINDS = (
     ManagedKind("networking.istio.io/v1alpha3", "EnvoyFilter"),
 )
 DIGEST_ANNOTATION = "inferbox.dev/applied-digest"
+# The isolation: their spec must be exactly what is rendered. A field someone added (a selector
+# on the ALLOW policy, a port-level mTLS exception) can open the namespace, and server-side apply
+# leaves fields it does not own alone: such drift is replaced, not merged.
+EXACT_SPEC_KINDS = frozenset({"NetworkPolicy", "PeerAuthentication", "RequestAuthentication", "AuthorizationPolicy"})
+# Quantities the API server writes back in its canonical form ("1.5" -> "1500m").
+QUANTITY_KINDS = frozenset({"ResourceQuota", "LimitRange"})
 # Which part of a tenant file each rendered kind comes from, for errors the API server reports.
 SOURCE_FIELDS = {"Namespace": "name, displayName, labels", "ResourceQuota": "quotas", "LimitRange": "limitRange",
                  "AuthorizationPolicy": "callers", "EnvoyFilter": "rateLimit", "ConfigMap": "models"}
@@ -208,13 +215,26 @@ def with_digest(obj: dict[str, Any]) -> dict[str, Any]:
     return {**obj, "metadata": meta}
 
 
-def _holds(live: Any, desired: Any) -> bool:
-    """Every value of ``desired`` is in ``live`` (which may hold more: server defaults)."""
+def _holds(live: Any, desired: Any, *, quantities: bool = False) -> bool:
+    """Every value of ``desired`` is in ``live`` (which may hold more: server defaults);
+    ``quantities``: strings that are equal Kubernetes quantities count as equal."""
     if isinstance(desired, dict):
-        return isinstance(live, dict) and all(k in live and _holds(live[k], v) for k, v in desired.items())
+        return isinstance(live, dict) and all(k in live and _holds(live[k], v, quantities=quantities)
+                                              for k, v in desired.items())
     if isinstance(desired, list):
-        return isinstance(live, list) and len(live) == len(desired) and all(map(_holds, live, desired))
+        return isinstance(live, list) and len(live) == len(desired) and all(
+            _holds(a, b, quantities=quantities) for a, b in zip(live, desired, strict=True))
+    if quantities and isinstance(live, str) and isinstance(desired, str) and live != desired:
+        try:
+            return parse_quantity(live) == parse_quantity(desired)
+        except ValueError:
+            return False
     return bool(live == desired)
+
+
+def exact_spec_drift(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
+    """An isolation object whose live spec is not exactly the rendered one."""
+    return live is not None and desired["kind"] in EXACT_SPEC_KINDS and live.get("spec") != desired.get("spec")
 
 
 def in_effect(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
@@ -225,7 +245,8 @@ def in_effect(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
         return False
     digest = (desired["metadata"].get("annotations") or {}).get(DIGEST_ANNOTATION)
     live_digest = ((live.get("metadata") or {}).get("annotations") or {}).get(DIGEST_ANNOTATION)
-    return digest is not None and digest == live_digest and _holds(live, desired)
+    return (digest is not None and digest == live_digest and not exact_spec_drift(desired, live)
+            and _holds(live, desired, quantities=desired["kind"] in QUANTITY_KINDS))
 
 
 # -- the plan (pure) ----------------------------------------------------------------------------
@@ -293,6 +314,8 @@ def execute(kube: Kube, tenant: str, steps: Sequence[Step], *, dry_run: bool = F
     again, and ``TenantFailed`` reports every object (done, rolled back, not applied)."""
     results: list[ObjectResult] = []
     new_namespaces = {s.ref.name for s in steps if s.ref.kind == "Namespace" and s.action is Action.CREATE}
+    if dry_run:  # one without our labels may exist already: then the dry run can use it
+        new_namespaces = {n for n in new_namespaces if kube.get(ObjectRef("v1", "Namespace", n)) is None}
     for index, step in enumerate(steps):
         try:
             results.append(_execute_step(kube, tenant, step, new_namespaces, dry_run=dry_run))
@@ -306,8 +329,7 @@ def execute(kube: Kube, tenant: str, steps: Sequence[Step], *, dry_run: bool = F
 
 def _execute_step(kube: Kube, tenant: str, step: Step, new_namespaces: set[str], *, dry_run: bool) -> ObjectResult:
     if step.action is Action.PRUNE:
-        if not dry_run:
-            kube.delete(step.ref)
+        kube.delete(step.ref, dry_run=dry_run)
         return ObjectResult(tenant, step.ref, Outcome.WOULD_PRUNE if dry_run else Outcome.PRUNED)
     assert step.desired is not None
     if step.unchanged:
@@ -315,6 +337,10 @@ def _execute_step(kube: Kube, tenant: str, step: Step, new_namespaces: set[str],
     if dry_run:
         return ObjectResult(tenant, step.ref, _dry_run_outcome(kube, step, new_namespaces))
     after = kube.apply(step.desired, field_manager=FIELD_MANAGER)
+    if exact_spec_drift(step.desired, after):
+        # Fields another manager added survive an apply: put the rendered spec back whole.
+        after = kube.replace({**after, "spec": step.desired["spec"]}, field_manager=FIELD_MANAGER)
+        return ObjectResult(tenant, step.ref, Outcome.CONFIGURED, "fields added by hand removed from spec")
     if step.live is None:
         if _made_by_us(after):
             return ObjectResult(tenant, step.ref, Outcome.CREATED)
@@ -357,8 +383,8 @@ def _roll_back(kube: Kube, tenant: str, steps: Sequence[Step], failed: int, resu
                exc: Exception) -> TenantFailed:
     """Undo what this run created; say exactly where every object of the tenant stands."""
     step = steps[failed]
-    pending = [ObjectResult(tenant, s.ref, Outcome.NOT_APPLIED) for s in steps[failed:] if s.action is not Action.PRUNE]
-    pending[0] = ObjectResult(tenant, step.ref, Outcome.NOT_APPLIED, f"refused: {exc}")
+    pending = [ObjectResult(tenant, step.ref, Outcome.NOT_APPLIED, f"refused: {exc}")]
+    pending += [ObjectResult(tenant, s.ref, Outcome.NOT_APPLIED) for s in steps[failed + 1:]]
     created = [r for r in results if r.outcome is Outcome.CREATED]
     namespace = next((r for r in created if r.ref.kind == "Namespace"), None)
     undo = [namespace] if namespace is not None else created[::-1]  # a new namespace takes its contents
@@ -411,18 +437,26 @@ def plan_unit(unit: Desired, served: set[tuple[str, str]], observed: list[dict[s
     return plan(unit.objects, observed, order=sort_objects if unit.shared else sort_tenant_objects)
 
 
+def _belongs(obj: dict[str, Any], tenant: str) -> bool:
+    """A tenant owns objects in its namespace, and the Namespace named after it: never another
+    namespace that merely carries a copy of its labels (pruning would delete that namespace)."""
+    meta = obj.get("metadata") or {}
+    if obj.get("kind") == "Namespace":
+        return meta.get("name") == tenant
+    return meta.get("namespace") == tenant
+
+
 def observe_tenants(kube: Kube, names: Iterable[str], served: set[tuple[str, str]]) -> dict[str, list[dict[str, Any]]]:
     """Each tenant's live objects, found by their labels: one LIST per kind for all of them."""
     wanted = set(names)
     if len(wanted) == 1:
         (name,) = wanted
-        return {name: observe(kube, TENANT_KINDS, tenant_selector(name), name, served)}
+        return {name: [o for o in observe(kube, TENANT_KINDS, tenant_selector(name), name, served)
+                       if _belongs(o, name)]}
     found: dict[str, list[dict[str, Any]]] = {name: [] for name in wanted}
     for obj in observe(kube, TENANT_KINDS, f"{MANAGED_BY_LABEL}={MANAGED_BY},{TENANT_LABEL}", None, served):
         owner = ((obj.get("metadata") or {}).get("labels") or {}).get(TENANT_LABEL)
-        namespace = (obj.get("metadata") or {}).get("namespace")
-        # Only where the tenant's objects live: its namespace (a label copied elsewhere is not its).
-        if owner in found and namespace in (None, owner):
+        if owner in found and _belongs(obj, owner):
             found[owner].append(obj)
     return found
 
@@ -487,8 +521,9 @@ def _run(report: ApplyReport, tenant: str, work: Callable[[], list[ObjectResult]
 def orphaned_tenants(kube: Kube, declared: set[str]) -> list[str]:
     """Tenant namespaces inferbox made whose tenant file is gone (tenant-delete removes them)."""
     namespaces = kube.list("v1", "Namespace", label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY},{TENANT_LABEL}")
-    return sorted(n["metadata"]["labels"][TENANT_LABEL] for n in namespaces
-                  if n["metadata"]["labels"][TENANT_LABEL] not in declared)
+    # A tenant's namespace is named after it; another with a copy of its labels is not a tenant's.
+    return sorted(n["metadata"]["name"] for n in namespaces
+                  if n["metadata"]["labels"][TENANT_LABEL] == n["metadata"]["name"] not in declared)
 
 
 # -- deleting a tenant --------------------------------------------------------------------------
@@ -519,7 +554,7 @@ def delete_tenant(kube: Kube, name: str, *, confirmed: bool) -> ApplyReport:
     if not confirmed:
         raise InferboxError(f"not deleting tenant {name!r} without confirmation")
     served = served_kinds(kube, (*TENANT_KINDS, *FOREIGN_ROOT_KINDS))
-    owned = observe(kube, TENANT_KINDS, tenant_selector(name), name, served)
+    owned = [o for o in observe(kube, TENANT_KINDS, tenant_selector(name), name, served) if _belongs(o, name)]
     report = ApplyReport()
     if not owned:
         return report

@@ -81,10 +81,11 @@ def _b64(data: bytes) -> str:
     return urlsafe_b64encode(data).decode().rstrip("=")
 
 
-def _sign_with_header(header: dict[str, Any], claims: dict[str, Any], key: ECKey) -> str:
-    """ES256 over any header, ``crit`` included (joserfc rightly refuses to make one it does not
-    understand): RFC 7515 compact serialization, the signature as r || s (RFC 7518 3.4)."""
-    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+def sign_compact(header: dict[str, Any], payload: bytes, key: ECKey) -> str:
+    """ES256 over any header and payload bytes (joserfc rightly refuses to make a token with a
+    ``crit`` it does not understand, or with a key named twice): RFC 7515 compact
+    serialization, the signature as r || s (RFC 7518 3.4)."""
+    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(payload)}"
     der = key.private_key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))  # type: ignore[union-attr]
     r, s = decode_dss_signature(der)
     return f"{signing_input}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
@@ -136,9 +137,10 @@ def craft_cases(store: KeyStore, *, tenant: str, other_tenant: str, subject: str
              mesh_limit=f"{limit} require exp (Envoy: never expires); verify_token refuses it"),
         Case("exp in 10 years", "exp 10 years ahead", sign(claims(exp=now + 10 * 365 * 86400), key, kid), 200,
              "long-exp", mesh_limit=f"{limit} bound the lifetime; verify_token refuses over 24 h"),
-        Case("crit header", "crit: [x-inferbox-ext]", _sign_with_header(
+        Case("crit header", "crit: [x-inferbox-ext]", sign_compact(
             {"alg": "ES256", "kid": kid, "typ": "JWT", "crit": ["x-inferbox-ext"], "x-inferbox-ext": True},
-            claims(), key), 200, "crit", mesh_limit="jwt_verify_lib never reads crit; verify_token refuses it"),
+            json.dumps(claims()).encode(), key), 200, "crit",
+             mesh_limit="jwt_verify_lib never reads crit; verify_token refuses it"),
         Case("valid", f"{subject} calling {tenant}", valid, 200, "none"),
     ]
 

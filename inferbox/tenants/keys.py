@@ -17,6 +17,7 @@ again. The key id (``kid``) is the RFC 7638 thumbprint of the public key.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -52,7 +53,7 @@ DEFAULT_TTL = "15m"
 MAX_TTL_S = 24 * 3600  # "short-lived": a day at most
 # The private parts of a JWK (RFC 7518 section 6): none may leave the keyring.
 PRIVATE_PARAMS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-_TTL = re.compile(r"^(?P<n>\d+)(?P<unit>[smhd]?)$")
+_TTL = re.compile(r"^(?P<n>[0-9]+)(?P<unit>[smhd]?)$")  # ASCII digits: \d takes any script's
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -250,11 +251,17 @@ class TokenRefused(errors.JoseError):
     error = "invalid_token"
 
 
+_TENANT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_UINT64 = 2**64  # jwt_verify_lib reads exp/iat/nbf as uint64 (src/struct_utils.cc GetUInt64)
+
+
 def _claim_problem(claims: dict[str, Any], tenant: str | None, audience: str, base: str, now: int) -> str | None:
     issuer = claims.get("iss")
     if not isinstance(issuer, str) or not issuer.startswith(base + TENANT_ISSUER_PATH):
         return f"iss {issuer!r} is not a tenant issuer of {base}"
     named = issuer.removeprefix(base + TENANT_ISSUER_PATH)
+    if not _TENANT_NAME.fullmatch(named):
+        return f"iss {issuer!r} does not end in a tenant name"
     if tenant is not None and named != tenant:
         return f"iss {issuer!r} is not tenant {tenant!r}'s issuer"
     if claims.get("tenant") != named:  # also refuses a list, a number or no claim
@@ -263,12 +270,14 @@ def _claim_problem(claims: dict[str, Any], tenant: str | None, audience: str, ba
         return f"aud {claims.get('aud')!r} is not {audience!r}"
     if not isinstance(claims.get("sub"), str) or not claims["sub"]:
         return "no sub (the caller) claim"
+    if "jti" in claims and not isinstance(claims["jti"], str):
+        return "jti is not a string"
     groups = claims.get("groups", [])
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
         return "groups is not a list of strings"
     times = {k: claims.get(k) for k in ("exp", "iat", "nbf")}
-    if any(type(v) is not int for v in times.values()):  # bool is an int subclass: type(), not isinstance
-        return "exp, iat and nbf must all be present, as integers"
+    if any(type(v) is not int or not 0 <= v < _UINT64 for v in times.values()):  # bool is an int: type()
+        return "exp, iat and nbf must all be present, as non-negative integers"
     if times["exp"] - times["iat"] > MAX_TTL_S or times["exp"] - now > MAX_TTL_S:
         return f"lives longer than {MAX_TTL_S // 3600} h (exp {times['exp']}, iat {times['iat']})"
     if now >= times["exp"]:
@@ -276,6 +285,23 @@ def _claim_problem(claims: dict[str, Any], tenant: str | None, audience: str, ba
     if now < times["nbf"]:
         return f"not valid before {times['nbf']} (now {now})"
     return None
+
+
+def _duplicate_keys(token: str) -> list[str]:
+    """Keys a JWT's header or payload names twice: parsers disagree on which one wins."""
+    seen: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in items]
+        seen.extend(sorted({k for k in keys if keys.count(k) > 1}))
+        return dict(items)
+
+    for part in token.split(".")[:2]:
+        try:
+            json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)), object_pairs_hook=pairs)
+        except ValueError:
+            continue  # not JSON: the JWT parser reports it
+    return seen
 
 
 def verify_token(store: KeyStore, token: str, *, audience: str = AUDIENCE, issuer: str = ISSUER,
@@ -290,6 +316,8 @@ def verify_token(store: KeyStore, token: str, *, audience: str = AUDIENCE, issue
     ``joserfc.errors.JoseError`` naming what failed.
     """
     decoded = jwt.decode(token, store.verification_keys(), algorithms=[ALGORITHM])
+    if duplicates := _duplicate_keys(token):
+        raise TokenRefused(f"names {', '.join(duplicates)} twice")
     if "crit" in decoded.header:
         raise TokenRefused(f"crit header {decoded.header['crit']!r}: inferbox understands no extension")
     claims = dict(decoded.claims)

@@ -10,7 +10,7 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -59,6 +59,7 @@ _SUFFIX_FACTORS: dict[str, Decimal] = {
 # "1e30" CPUs bounds nothing) and serializes some wrongly (10^30 GPUs is stored as "1",
 # kubernetes#141249). Counts are int64 fields too.
 INT64_MAX = 2**63 - 1
+UINT32_MAX = 2**32 - 1
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -73,7 +74,17 @@ def parse_quantity(text: str) -> Decimal:
     if match is None:
         raise ValueError(f"{text!r} is not a Kubernetes quantity (like 500m, 2, 8Gi; ASCII digits only)")
     suffix = match.group("suffix") or ""
-    number = Decimal(match.group("number"))
+    with localcontext(_EXACT):
+        return _quantity_value(match.group("number"), suffix, text)
+
+
+# Enough digits that no quantity is rounded: 2^63 (19 digits) in nano units (9 more) and a long
+# fraction still compare exactly ("1024.0000000000000000000000001" is above 1024).
+_EXACT = Context(prec=200)
+
+
+def _quantity_value(digits: str, suffix: str, text: str) -> Decimal:
+    number = Decimal(digits)
     if suffix not in _SUFFIX_FACTORS:  # e<n> / E<n>, not E or Ei
         exponent = int(suffix[1:])
         if abs(exponent) > 40:  # far past int64 either way; spares Decimal a huge power
@@ -110,8 +121,16 @@ def _whole(unit: Decimal, what: str) -> Any:
 
 
 Quantity = Annotated[str, BeforeValidator(_quantity_text), AfterValidator(_positive_quantity)]
+def _millicores_fit(value: str) -> str:
+    # The API server counts CPU in millicores (MilliValue): those must fit an int64 too.
+    if parse_quantity(value) * 1000 > INT64_MAX:
+        raise ValueError(f"{value!r} is more millicores than Kubernetes handles (2^63-1)")
+    return value
+
+
 # A container asks for whole millicores and whole bytes; a finer quota is a typo.
-CpuQuantity = Annotated[Quantity, _whole(Decimal("0.001"), "1m (a millicore), the finest CPU amount")]
+CpuQuantity = Annotated[Quantity, _whole(Decimal("0.001"), "1m (a millicore), the finest CPU amount"),
+                        AfterValidator(_millicores_fit)]
 MemoryQuantity = Annotated[Quantity, _whole(Decimal(1), "one byte, the finest memory amount")]
 # A count (pods, GPUs): a YAML integer, never a string (int("\u0664\u0664") is 44 to Python) nor a bool.
 Count = Annotated[StrictInt, Field(gt=0, le=INT64_MAX)]
@@ -145,10 +164,12 @@ class LimitDefaults(_Strict):
     default_request: CpuMemory = Field(alias="defaultRequest")
 
 
-def _caller_name(value: str) -> str:
+def _caller_name(value: Any) -> str:
     # Istio matches requestPrincipals with * as a wildcard: a caller named "*" would admit anyone.
     # It splits "<iss>/<sub>" at the last "/" (istio pilot/pkg/security/authz/model/generator.go
     # @1.30.3, requestPrincipalGenerator), so a subject with a "/" could never match.
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r}: a caller is a string (quote it in YAML)")
     if not value or any(ch.isspace() for ch in value) or "*" in value or "/" in value:
         raise ValueError(f"{value!r}: a caller is a non-empty name without spaces, '*' or '/'")
     return value
@@ -181,8 +202,11 @@ class Callers(_Strict):
 class RateLimit(_Strict):
     """Per predictor replica (Envoy's local rate limit counts in each sidecar)."""
 
-    requests_per_second: Count = Field(alias="requestsPerSecond")
-    burst: Count | None = Field(default=None, description="token bucket size; default requestsPerSecond")
+    # Envoy's token bucket counts in uint32 (envoy/type/v3/token_bucket.proto: max_tokens,
+    # tokens_per_fill): a larger value is config Envoy refuses.
+    requests_per_second: Annotated[Count, Field(le=UINT32_MAX)] = Field(alias="requestsPerSecond")
+    burst: Annotated[Count, Field(le=UINT32_MAX)] | None = Field(
+        default=None, description="token bucket size; default requestsPerSecond")
 
     @property
     def bucket(self) -> int:
@@ -301,8 +325,8 @@ def cross_field_problems(tenant: Tenant) -> list[tuple[str, str]]:
 
 
 def _check_label(key: str, value: str) -> None:
-    prefix, _, name = key.rpartition("/")
-    if prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+    prefix, slash, name = key.rpartition("/")
+    if slash and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
         raise ValueError(f"label key {key!r}: prefix must be a DNS subdomain")
     if not name or len(name) > 63 or not _LABEL_NAME.match(name):
         raise ValueError(f"label key {key!r}: name must be 1-63 alphanumerics, '-', '_' or '.'")
@@ -330,6 +354,26 @@ def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+# YAML 1.1 reads 010 as 8, 0b11 as 3, 1:30 as 90 and 1_000 as 1000: a quota would silently differ
+# from what the file shows. Only plain decimal numbers are numbers here; quote anything else.
+_PLAIN_INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
+_PLAIN_FLOAT = re.compile(r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
+
+
+def _plain_number(pattern: re.Pattern[str], construct: Any) -> Any:
+    def constructor(loader: _UniqueKeyLoader, node: yaml.ScalarNode) -> Any:
+        if not pattern.fullmatch(node.value):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r} is a YAML 1.1 number form read as {construct(loader, node)!r}: "
+                "write a plain decimal number, or quote it", node.start_mark)
+        return construct(loader, node)
+    return constructor
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _plain_number(_PLAIN_INT, yaml.SafeLoader.construct_yaml_int))
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float",
+                                 _plain_number(_PLAIN_FLOAT, yaml.SafeLoader.construct_yaml_float))
 
 
 class TenantConfigError(ConfigError):

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from inferbox import PROJECT_ROOT
 from inferbox.config import Settings
-from inferbox.errors import InferboxError, Invalid
+from inferbox.errors import InferboxError, Invalid, KubeError
 from inferbox.k8s import Kube, ObjectRef
 from inferbox.tenants import app
 from inferbox.tenants.apply import Outcome
@@ -484,3 +484,81 @@ def test_a_rollback_never_deletes_a_namespace_it_did_not_create(tenants: Tenants
     assert namespace.status.phase == "Active"
     assert core.read_namespaced_config_map("theirs", a).data == {"keep": "me"}
     assert kube.get(ObjectRef("networking.k8s.io/v1", "NetworkPolicy", "default-deny", a)) is None
+
+
+def test_a_namespace_with_copied_labels_is_not_the_tenants(tenants: Tenants, core: client.CoreV1Api) -> None:
+    a = tenants.add("tenant-a")
+    tenants.apply()
+    stray = f"staging-{tenants.suffix}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
+        name=stray, labels={"app.kubernetes.io/managed-by": "inferbox", TENANT_LABEL: a})))
+    try:
+        report = tenants.apply()
+        assert report.changed == []
+        tenants.apply(tenant=a)
+        assert core.read_namespace(stray).status.phase == "Active"
+    finally:
+        core.delete_namespace(stray)
+
+
+def test_fields_added_by_hand_to_isolation_are_removed(tenants: Tenants, kube: Kube, api: client.ApiClient) -> None:
+    a = tenants.add("tenant-a")
+    tenants.apply()
+    custom = client.CustomObjectsApi(api)
+    # A selector on the ALLOW policy: it then selects nothing, and Istio admits every request.
+    custom.patch_namespaced_custom_object(**SECURITY, namespace=a, plural="authorizationpolicies", name="allow-callers",
+                                          body={"spec": {"selector": {"matchLabels": {"no": "pod"}}}})
+    custom.patch_namespaced_custom_object(**SECURITY, namespace=a, plural="peerauthentications", name="default",
+                                          body={"spec": {"selector": {"matchLabels": {"app": "x"}},
+                                                         "portLevelMtls": {"8080": {"mode": "DISABLE"}}}})
+    report = tenants.apply()
+    assert changed(report) == {"AuthorizationPolicy/allow-callers": Outcome.CONFIGURED,
+                               "PeerAuthentication/default": Outcome.CONFIGURED}
+    policy = kube.get(ObjectRef("security.istio.io/v1", "AuthorizationPolicy", "allow-callers", a))
+    peer = kube.get(ObjectRef("security.istio.io/v1", "PeerAuthentication", "default", a))
+    assert policy is not None and "selector" not in policy["spec"]
+    assert peer is not None and peer["spec"] == {"mtls": {"mode": "STRICT"}}
+    assert tenants.apply().changed == []
+
+
+def test_a_refused_prune_is_reported_not_a_crash(tenants: Tenants, kube: Kube, api: client.ApiClient) -> None:
+    a = tenants.add("tenant-a")
+    tenants.apply()
+    tenants.edit(a, lambda d: d.pop("rateLimit"))  # its EnvoyFilter is to be pruned
+    admission = client.AdmissionregistrationV1Api(api)
+    name = f"keep-filter-{tenants.suffix}"
+    admission.create_validating_admission_policy({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name}, "spec": {"failurePolicy": "Fail", "matchConstraints": {
+            "resourceRules": [{"apiGroups": ["networking.istio.io"], "apiVersions": ["*"], "operations": ["DELETE"],
+                               "resources": ["envoyfilters"]}], "namespaceSelector": {"matchLabels": {
+                                   "kubernetes.io/metadata.name": a}}},
+            "validations": [{"expression": "false", "message": "filters stay"}]}})
+    admission.create_validating_admission_policy_binding({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name}, "spec": {"policyName": name, "validationActions": ["Deny"]}})
+    filter_ref = ObjectRef("networking.istio.io/v1alpha3", "EnvoyFilter", "inferbox-rate-limit", a)
+
+    def enforced() -> bool:
+        try:
+            kube.delete(filter_ref, dry_run=True)
+        except Invalid:
+            return True
+        except KubeError as exc:
+            return "filters stay" in str(exc)
+        return False
+
+    try:
+        wait_for(enforced, timeout=30, what=f"policy {name} to be enforced")
+        with pytest.raises(app.TenantsFailed) as dry:
+            tenants.apply(dry_run=True)
+        assert "filters stay" in str(dry.value)  # the dry run asked the server
+        with pytest.raises(app.TenantsFailed) as err:
+            tenants.apply()
+        report = err.value.report
+        assert outcomes(report, a)["EnvoyFilter/inferbox-rate-limit"] is Outcome.NOT_APPLIED
+        assert "filters stay" in report.errors[a]
+        assert kube.get(filter_ref) is not None
+    finally:
+        admission.delete_validating_admission_policy_binding(name)
+        admission.delete_validating_admission_policy(name)

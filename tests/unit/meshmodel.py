@@ -107,7 +107,10 @@ def authenticate(rules: Sequence[dict[str, Any]], token: str, now: int) -> dict[
         auds = aud if isinstance(aud, list) else [aud]
         if not any(isinstance(a, str) and _audience(a) in allowed for a in auds):
             return None
-    exp, nbf = int(payload.get("exp", 0)), int(payload.get("nbf", 0))
+    try:
+        exp, nbf = int(payload.get("exp", 0)), int(payload.get("nbf", 0))
+    except (ValueError, OverflowError):  # NaN, 1e400: not a uint64 (JwtPayloadParseError...)
+        return None
     if exp and now > exp + CLOCK_SKEW_S:
         return None
     if nbf and nbf > now + CLOCK_SKEW_S:

@@ -168,7 +168,7 @@ def test_parse_ttl(text: str, seconds: int) -> None:
     assert parse_ttl(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "15x", "-5m", "0", "25h", "1.5h"])
+@pytest.mark.parametrize("text", ["", "15x", "-5m", "0", "25h", "1.5h", "\uff11\uff15m"])
 def test_parse_ttl_rejects(text: str) -> None:
     with pytest.raises(ConfigError, match="ttl"):
         parse_ttl(text)

@@ -187,6 +187,9 @@ def test_durations_parse() -> None:
     assert [parse_duration(v) for v in ("90s", "10m", "1h30m", "2h", 45)] == [90, 600, 5400, 7200, 45]
     with pytest.raises(ValueError, match="whole seconds"):
         parse_duration(1.5)
+    for bad in (float("inf"), float("nan"), "\uff11\uff10s"):  # .inf, .nan, fullwidth digits
+        with pytest.raises(ValueError, match="not a duration"):
+            parse_duration(bad)
 
 
 def test_the_file_is_not_changed_by_loading(root: Path) -> None:

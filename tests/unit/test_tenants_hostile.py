@@ -152,3 +152,42 @@ def test_platform_namespace_is_not_a_tenant(settings: Settings, tmp_path: Path, 
     found = problems(settings, tmp_path, with_change("name", name), name)
     assert [(n, f) for n, f, _ in found] == [(f"{name}.yaml", "name")], found
     assert "namespace the platform uses" in found[0][2]
+
+
+# -- found by trying to break it ----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("field", "text", "read_as"), [
+    ("quotas.cpu", "010", "8"), ("quotas.pods", "1:00", "60"), ("quotas.pods", "0b11", "3"),
+    ("quotas.pods", "0x10", "16"), ("quotas.pods", "1_000", "1000"), ("quotas.cpu", "1_0.5", "10.5"),
+])
+def test_yaml_11_number_forms_are_refused(settings: Settings, tmp_path: Path, field: str, text: str,
+                                          read_as: str) -> None:
+    """YAML 1.1 would read them as other numbers than the file shows; quoted, they are strings."""
+    body = yaml.safe_dump(with_change(field, "PLACEHOLDER"), sort_keys=False).replace("PLACEHOLDER", text)
+    (tmp_path / "team-x.yaml").write_text(body)
+    with pytest.raises(TenantConfigError) as err:
+        app.load(settings, tmp_path)
+    ((field_name, message),) = err.value.errors[0].problems
+    assert field_name == "<syntax>" and f"{text!r} is a YAML 1.1 number form read as {read_as}" in message
+
+
+@pytest.mark.parametrize(("field", "value", "fragment"), [
+    ("callers.subjects", [123], "a caller is a string"),
+    ("callers.groups", [True], "a caller is a string"),
+    ("rateLimit", {"requestsPerSecond": 2**32}, "less than or equal to 4294967295"),
+    ("rateLimit", {"requestsPerSecond": 5, "burst": 2**63 - 1}, "less than or equal to 4294967295"),
+    ("labels", {"/x": "y"}, "prefix must be a DNS subdomain"),
+    ("quotas.cpu", "1024.0000000000000000000000001", "finer than 1m"),  # beyond Decimal's default 28 digits
+    ("quotas.cpu", "1024.001", "above the bound"),
+    ("quotas.cpu", "1.0000000000000000000000000001", "finer than 1m"),
+])
+def test_more_hostile_values(settings: Settings, tmp_path: Path, field: str, value: Any, fragment: str) -> None:
+    found = problems(settings, tmp_path, with_change(field, value))
+    assert any(fragment in m for _, _, m in found), found
+
+
+def test_cpu_bound_is_checked_in_millicores(settings: Settings, tmp_path: Path) -> None:
+    (tmp_path / "bounds.toml").write_text('[quotas]\ncpu = "9E"\n')  # 9e18 cores: 9e21 millicores
+    with pytest.raises(ConfigError) as err:
+        app.load(settings, tmp_path)
+    assert err.value.problems[0][0] == "quotas.cpu" and "millicores" in err.value.problems[0][1]

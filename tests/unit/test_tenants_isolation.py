@@ -195,3 +195,30 @@ def test_probe_sends_host_token_and_body(server: str, cases: list[isolation.Case
 def test_probe_reports_an_unreachable_gateway(cases: list[isolation.Case]) -> None:
     (probe,) = isolation.run("http://127.0.0.1:9/v1/models/x:predict", [cases[-1]], timeout_s=2)
     assert probe.status is None and "no answer" in probe.error and not probe.ok
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"jti": 123}, "jti is not a string"),
+    ({"jti": None}, "jti is not a string"),
+    ({"nbf": -1}, "non-negative integers"),
+    ({"nbf": -(2**70)}, "non-negative integers"),
+    ({"iss": "https://issuer.inferbox.local/tenants/", "tenant": ""}, "does not end in a tenant name"),
+    ({"iss": "https://issuer.inferbox.local/tenants/x/y", "tenant": "x/y"}, "does not end in a tenant name"),
+])
+def test_verify_token_without_a_tenant_is_as_strict(store: KeyStore, change: dict[str, Any], reason: str) -> None:
+    """Tokens the sidecar refuses (meshmodel: 401) that an earlier verify_token accepted."""
+    key, kid = store.signing_key()
+    claims = {**isolation.token_claims(tenant="tenant-a", subject="iris-web", ttl_s=300, now=NOW), **change}
+    token = isolation.sign(claims, key, kid)
+    with pytest.raises(TokenRefused, match=reason):
+        verify_token(store, token, now=NOW)
+
+
+def test_a_key_named_twice_is_refused(store: KeyStore) -> None:
+    """Parsers disagree on which of two equal keys wins: refuse rather than guess."""
+    key, kid = store.signing_key()
+    claims = isolation.token_claims(tenant="tenant-a", subject="iris-web", ttl_s=300, now=NOW)
+    payload = json.dumps(claims)[:-1] + ', "tenant": "tenant-b"}'  # "tenant" twice
+    token = isolation.sign_compact({"alg": "ES256", "kid": kid, "typ": "JWT"}, payload.encode(), key)
+    with pytest.raises(TokenRefused, match="names tenant twice"):
+        verify_token(store, token, now=NOW)
