@@ -267,33 +267,36 @@ def models(c: Context) -> None:
 
 
 KUBE_HELP = {k: CLUSTER_HELP[k] for k in ("provider", "cluster_name", "context")}
+TENANT_KNATIVE_HELP = ("admit Knative's activator and autoscaler (Knative mode); tenants-apply turns it on by itself "
+                       "when the cluster runs KnativeServing")
 
 
 @task(help={**KUBE_HELP,
             "tenant": "only this tenant (all tenant files are still validated first)",
             "dry_run": "ask the API server what would change (server-side dry-run apply); change nothing",
             "crds": "also validate custom resources against the CRD YAML under this folder before applying",
+            "knative": TENANT_KNATIVE_HELP,
             "verbose": "log every API call failure on stderr"})
 def tenants_apply(c: Context, tenant: str | None = None, dry_run: bool = False, crds: str | None = None,
                   provider: str | None = None, cluster_name: str | None = None, context: str | None = None,
-                  verbose: bool = False) -> None:
+                  knative: bool = False, verbose: bool = False) -> None:
     """Make the cluster match tenants/*.yaml: server-side apply, prune what a tenant dropped, report each object."""
     from inferbox.tenants import app
 
     with cli.exit_on_error():
-        settings = cli.settings(provider=provider, cluster_name=cluster_name, context=context)
+        settings = cli.settings(provider=provider, cluster_name=cluster_name, context=context, knative=knative)
         cli.setup_logging(settings.state_dir, verbose=verbose)
         app.tenants_apply(settings, cli.console, tenant=tenant, dry_run=dry_run,
                           crds=[Path(crds)] if crds else ())
 
 
-@task(help={"tenant": "only this tenant"})
-def tenants_render(c: Context, tenant: str | None = None) -> None:
+@task(help={"tenant": "only this tenant", "knative": TENANT_KNATIVE_HELP})
+def tenants_render(c: Context, tenant: str | None = None, knative: bool = False) -> None:
     """Print the YAML tenants-apply would apply (needs no cluster; uses the keyring's public keys)."""
     from inferbox.tenants import app
 
     with cli.exit_on_error():
-        print(app.tenants_render(cli.settings(), tenant=tenant), end="")
+        print(app.tenants_render(cli.settings(knative=knative), tenant=tenant), end="")
 
 
 @task(iterable=["model", "subject", "group"],

@@ -356,6 +356,7 @@ def bundle(settings: Settings, console: Console, out: Path) -> contract.Contract
     settings = replace(settings, chart_store=store.root)
     report = full_check(settings)
     by_phase = report.images()
+    by_phase["gpu-check"] = [settings.versions.gpu.check_image]  # the project's own pod (invoke gpu-check)
     store.manifest["images"] = by_phase
     store.write()
     images = sorted({image for phase_images in by_phase.values() for image in phase_images})

@@ -322,6 +322,16 @@ def _missing_target(render: PhaseRender, check: HealthCheck) -> str | None:
         if render.find(kind, check.name, ns) or _operator_made(render, kind, check.name, ns):
             return None
         return f"no {kind} {ns}/{check.name} is rendered{_near_names(render, kind)}"
+    if check.kind is CheckKind.GPU_ALLOCATABLE:
+        # The wait finds the device plugin's pod on a node by these labels: a DaemonSet of the
+        # render must put them on its pods.
+        wanted = dict(pair.split("=", 1) for pair in (check.selector or "").split(",") if pair)
+        for item in render.objects:
+            labels = (((item.obj.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {}
+            if item.kind == "DaemonSet" and item.namespace(render.phase.namespace) == ns \
+                    and wanted.items() <= labels.items():
+                return None
+        return f"no DaemonSet in {ns} labels its pods {check.selector}: the GPU wait could not name the plugin pod"
     if check.kind is CheckKind.WEBHOOK_READY:
         if render.find("Service", check.name, ns) is None:
             return f"no Service {ns}/{check.name} is rendered{_near_names(render, 'Service')}"

@@ -18,9 +18,9 @@ from rich.table import Table
 
 from inferbox.bootstrap.providers import PROVIDER_NAMESPACES
 from inferbox.config import Settings
-from inferbox.errors import ConfigError, InferboxError
+from inferbox.errors import ConfigError, InferboxError, NotFound
 from inferbox.hints import invoke
-from inferbox.k8s import Kube
+from inferbox.k8s import Kube, ObjectRef
 from inferbox.models.catalog import default_catalog_path, load_catalog
 from inferbox.models.hosts import ingress_naming
 from inferbox.tenants import isolation
@@ -97,13 +97,26 @@ def load(settings: Settings, directory: Path | None = None) -> list[Tenant]:
                         rules=tenant_rules(settings, directory))
 
 
-def render_units(settings: Settings, tenants: Sequence[Tenant], store: KeyStore) -> list[Desired]:
+def render_units(settings: Settings, tenants: Sequence[Tenant], store: KeyStore, *,
+                 knative: bool = False) -> list[Desired]:
     """The shared objects and each tenant's, rendered."""
     jwks = store.jwks_json()
     version = pss_version(settings.versions.kubernetes.version)
     units = [Desired(SHARED, render_shared())]
-    units += [Desired(t.name, render_tenant(t, ISSUER, jwks, pod_security_version=version)) for t in tenants]
+    units += [Desired(t.name, render_tenant(t, ISSUER, jwks, pod_security_version=version, knative=knative))
+              for t in tenants]
     return units
+
+
+KNATIVE_SERVING = ObjectRef("operator.knative.dev/v1beta1", "KnativeServing", "knative-serving", "knative-serving")
+
+
+def knative_installed(kube: Kube) -> bool:
+    """Does the cluster run Knative Serving (the knative-serving phase's KnativeServing)?"""
+    try:
+        return kube.get(KNATIVE_SERVING) is not None
+    except NotFound:  # the operator's CRD is not installed
+        return False
 
 
 def schema_check(settings: Settings, crds: Sequence[Path] = ()) -> Callable[[list[dict[str, Any]]], None]:
@@ -158,8 +171,9 @@ def tenants_apply(settings: Settings, console: Console, *, tenant: str | None = 
     """Make the cluster match the tenant files (all, or the one named); prune what they dropped."""
     tenants = load(settings, directory)  # all of them, even with --tenant: one bad file stops the run
     check_model_hosts(settings, tenants)
-    units = render_units(settings, select(tenants, tenant), keystore(settings))
     kube = kube or connect(settings)
+    units = render_units(settings, select(tenants, tenant), keystore(settings),
+                         knative=settings.knative or knative_installed(kube))
     report = apply_all(kube, units, dry_run=dry_run, declared=[t.name for t in tenants],
                        check=schema_check(settings, crds))
     table = report_table(report, "tenants (dry run: nothing changed)" if dry_run else "tenants")
@@ -182,8 +196,8 @@ def tenants_render(settings: Settings, *, tenant: str | None = None, directory: 
     if jwks is None:
         jwks = keystore(settings).jwks_json()
     version = pss_version(settings.versions.kubernetes.version)
-    objects = render_shared() + [o for t in tenants for o in render_tenant(t, ISSUER, jwks,
-                                                                            pod_security_version=version)]
+    objects = render_shared() + [o for t in tenants for o in render_tenant(
+        t, ISSUER, jwks, pod_security_version=version, knative=settings.knative)]
     return to_yaml(objects)
 
 

@@ -68,16 +68,19 @@ def pss_version(kubernetes_version: str) -> str:
 
 
 def render_tenant(tenant: Tenant, issuer: str, jwks: str, *, audience: str = AUDIENCE,
-                  pod_security_version: str = "latest", manifests: Path | None = None) -> list[dict[str, Any]]:
+                  pod_security_version: str = "latest", manifests: Path | None = None,
+                  knative: bool = False) -> list[dict[str, Any]]:
     """Every object the tenant needs, labelled for ownership and sorted into apply order.
 
     ``issuer`` is the issuers' base: the tenant trusts only its own, ``<issuer>/tenants/<name>``
     (``inferbox.tenants.keys.tenant_issuer``), which is what keeps one token from opening two
     tenants. ``jwks`` is the public JSON Web Key Set as a JSON string (see inferbox.tenants.keys);
-    ``pod_security_version`` pins the Pod Security Standards version (``pss_version``).
+    ``pod_security_version`` pins the Pod Security Standards version (``pss_version``);
+    ``knative`` admits Knative's activator and autoscaler (Knative mode, scale to zero).
     """
     renderer = _renderer(manifests)
     context = {"tenant": tenant, "issuer": tenant_issuer(tenant.name, issuer), "audience": audience, "jwks": jwks,
+               "knative": knative,
                "pss_version": pod_security_version}
     templates = [f"tenant/{name}" for name in TEMPLATES]
     if tenant.rate_limit is not None:

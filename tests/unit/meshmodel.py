@@ -133,14 +133,21 @@ def _principal_matches(principal: str, payload: dict[str, Any] | None) -> bool:
     return _string_matches(issuer, payload.get("iss")) and _string_matches(subject, payload.get("sub"))
 
 
-def _rule_matches(rule: dict[str, Any], payload: dict[str, Any] | None, method: str, path: str) -> bool:
+def _rule_matches(rule: dict[str, Any], payload: dict[str, Any] | None, method: str, path: str, *,
+                  source_namespace: str | None, port: int) -> bool:
     for source in (entry["source"] for entry in rule.get("from") or []):
-        if not any(_principal_matches(p, payload) for p in source.get("requestPrincipals", [])):
+        if "requestPrincipals" in source and not any(_principal_matches(p, payload)
+                                                     for p in source["requestPrincipals"]):
+            return False
+        # source.namespaces is the mTLS peer's identity: a caller outside the mesh has none.
+        if "namespaces" in source and source_namespace not in source["namespaces"]:
             return False
     for operation in (entry["operation"] for entry in rule.get("to") or []):
         if "methods" in operation and method not in operation["methods"]:
             return False
         if "paths" in operation and not any(_string_matches(p, path) for p in operation["paths"]):
+            return False
+        if "ports" in operation and str(port) not in operation["ports"]:
             return False
     for condition in rule.get("when") or []:
         claim = re.fullmatch(r"request\.auth\.claims\[(.+)\]", condition["key"])
@@ -151,8 +158,10 @@ def _rule_matches(rule: dict[str, Any], payload: dict[str, Any] | None, method: 
 
 
 def sidecar_status(objects: Iterable[dict[str, Any]], token: str | None, *, now: int, method: str = "POST",
-                   path: str = "/v1/models/sklearn-iris:predict") -> int:
-    """200, 401 or 403: what the tenant's sidecar answers ``token`` (None: no Authorization)."""
+                   path: str = "/v1/models/sklearn-iris:predict", source_namespace: str | None = "istio-ingress",
+                   port: int = 8080) -> int:
+    """200, 401 or 403: what the tenant's sidecar answers ``token`` (None: no Authorization) from a
+    meshed caller in ``source_namespace`` (None: a caller outside the mesh) on ``port``."""
     objects = list(objects)
     rules = [rule for o in objects if o["kind"] == "RequestAuthentication" for rule in o["spec"]["jwtRules"]]
     policies = [o["spec"] for o in objects if o["kind"] == "AuthorizationPolicy"]
@@ -162,5 +171,35 @@ def sidecar_status(objects: Iterable[dict[str, Any]], token: str | None, *, now:
         payload = authenticate(rules, token, now)
         if payload is None:
             return 401
-    allowed = any(_rule_matches(rule, payload, method, path) for p in policies for rule in p.get("rules") or [])
+    allowed = any(_rule_matches(rule, payload, method, path, source_namespace=source_namespace, port=port)
+                  for p in policies for rule in p.get("rules") or [])
     return 200 if allowed or not policies else 403
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, "the model knows matchLabels selectors only"
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+
+def network_allows(objects: Iterable[dict[str, Any]], *, source_namespace: str, pod_labels: dict[str, str],
+                   port: int) -> bool:
+    """Do the namespace's NetworkPolicies admit a TCP connection from a pod in ``source_namespace``
+    to a pod with ``pod_labels`` on ``port``? (Kubernetes' semantics: isolated for ingress once any
+    policy of type Ingress selects the pod; then allowed when any rule of any such policy admits.)"""
+    policies = [o["spec"] for o in objects if o["kind"] == "NetworkPolicy"
+                and "Ingress" in o["spec"].get("policyTypes", ["Ingress"]) and _selects(o["spec"]["podSelector"],
+                                                                                         pod_labels)]
+    if not policies:
+        return True
+    for spec in policies:
+        for rule in spec.get("ingress") or []:
+            peers = rule.get("from")
+            peer_ok = not peers or any(
+                "namespaceSelector" in peer and _selects(peer["namespaceSelector"],
+                                                         {"kubernetes.io/metadata.name": source_namespace})
+                for peer in peers)
+            ports = rule.get("ports")
+            port_ok = not ports or any(p.get("port") == port and p.get("protocol", "TCP") == "TCP" for p in ports)
+            if peer_ok and port_ok:
+                return True
+    return False

@@ -126,7 +126,8 @@ def test_gateway_monitor_selects_the_gateway_release(objects: list[dict[str, Any
 
 def test_scrape_port_is_one_the_tenant_network_policy_opens(objects: list[dict[str, Any]], settings: Settings) -> None:
     """manifests/tenant/ lets the monitoring namespace in on 15020 (and 8080/8082): we scrape 15020."""
-    policies = Renderer(settings.root / "manifests").objects("tenant/networkpolicies.yaml.j2", tenant={"name": "t"})
+    policies = Renderer(settings.root / "manifests").objects("tenant/networkpolicies.yaml.j2", tenant={"name": "t"},
+                                                                      knative=False)
     allow = next(p for p in policies if p["metadata"]["name"] == "allow-monitoring")
     [rule] = allow["spec"]["ingress"]
     sources = [f["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for f in rule["from"]]
