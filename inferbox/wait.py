@@ -25,6 +25,8 @@ Predicate = Callable[[dict[str, Any]], bool]
 
 # How long one watch request stays open before we re-check the deadline and re-watch.
 _WATCH_CHUNK_S = 30
+# How long the GPU wait gives a cluster with no GPU node at all before it says so.
+_NO_GPU_NODE_GRACE_S = 30
 
 
 def condition(obj: dict[str, Any], cond_type: str) -> dict[str, Any] | None:
@@ -177,16 +179,20 @@ class Waiter:
     def gone(self, ref: ObjectRef, deadline: Deadline) -> None:
         """Watch until ``ref`` no longer exists; WaitTimeout at the deadline."""
         selector = f"metadata.name={ref.name}"
-        while not deadline.expired():
+        while not deadline.expired() and not self.stop.is_set():
             items, version = self.kube.list_with_version(ref.api_version, ref.kind, ref.namespace,
                                                          field_selector=selector)
             if not items:
                 return
-            for event_type, _ in self.kube.watch(ref.api_version, ref.kind, ref.namespace, resource_version=version,
-                                                 timeout_s=int(min(_WATCH_CHUNK_S, deadline.remaining())) or 1,
-                                                 field_selector=selector):
-                if event_type == "DELETED":
-                    return
+            try:
+                for event_type, _ in self.kube.watch(ref.api_version, ref.kind, ref.namespace,
+                                                     resource_version=version, field_selector=selector,
+                                                     timeout_s=int(min(_WATCH_CHUNK_S, deadline.remaining())) or 1):
+                    if event_type == "DELETED":
+                        return
+            except KubeError as exc:
+                if exc.status != 410:  # 410 Gone: list again
+                    raise
         raise WaitTimeout(f"timed out after {deadline.seconds:.0f}s waiting for {ref} to be deleted",
                           resource=str(ref))
 
@@ -235,14 +241,23 @@ class Waiter:
         runtime in the node, NVML not loaded). Returns the GPU nodes; on timeout the report names
         each node short of GPUs, the plugin pod on it and the pod's last log lines."""
         nodes: list[dict[str, Any]] = []
+        # No GPU node at all is not something waiting fixes (the nodes exist before any phase):
+        # say so after a short grace instead of at the phase's timeout.
+        unlabelled = Deadline(min(_NO_GPU_NODE_GRACE_S, deadline.seconds))
         while not deadline.expired() and not self.stop.is_set():
             nodes, version = self.kube.list_with_version("v1", "Node", None, label_selector=GPU_NODE_SELECTOR)
             if nodes and not [n for n in nodes if gpu_allocatable(n, check.name) <= 0]:
                 return [n["metadata"]["name"] for n in nodes]
+            if not nodes and unlabelled.expired():
+                break
             timeout = int(min(_WATCH_CHUNK_S, deadline.remaining())) or 1
-            for _ in self.kube.watch("v1", "Node", None, resource_version=version, timeout_s=timeout,
-                                     label_selector=GPU_NODE_SELECTOR):
-                break  # a GPU node changed: look at all of them again
+            try:
+                for _ in self.kube.watch("v1", "Node", None, resource_version=version, timeout_s=timeout,
+                                         label_selector=GPU_NODE_SELECTOR):
+                    break  # a GPU node changed: look at all of them again
+            except KubeError as exc:
+                if exc.status != 410:  # 410 Gone: list again
+                    raise
         if self.stop.is_set():
             raise InferboxError(f"stopped waiting for {check.describe()}: another phase failed")
         raise WaitTimeout(self._gpu_report(check, nodes, deadline.seconds, phase), resource="nodes", phase=phase)

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from inferbox.bootstrap.toolinstall import version_matches
 from inferbox.config import GpuMode, Provider, Settings
-from inferbox.errors import InferboxError
+from inferbox.errors import CommandError, InferboxError
 from inferbox.hints import invoke
 from inferbox.observability.promql import find_go
 from inferbox.runner import Command, Runner
@@ -303,25 +303,38 @@ def _test_tool_checks(facts: HostFacts, root: Path) -> list[Check]:
 
 
 def node_checks(settings: Settings, toolbox: Toolbox, gpu_nodes: Sequence[str]) -> list[Check]:
-    """Inside each GPU node of an existing kind cluster: the NVIDIA container toolkit, nvidia as
-    containerd's default runtime, and a GPU nvidia-smi can see (the host side passing says
-    nothing about these). Each failure comes with the command that fixes it."""
-    from inferbox.bootstrap.providers import NODE_CHECKS
+    """Inside each GPU node of an existing kind cluster: the pinned NVIDIA container toolkit,
+    nvidia as containerd's default runtime, a GPU nvidia-smi can see, the driver's device files
+    left alone (the host side passing says nothing about these). Each failure comes with its fix:
+    a command for the node, or the host's settings and a new cluster when the node has no GPU."""
+    from inferbox.bootstrap.providers import HOST_GPU_FIX, NODE_CHECKS
 
-    if not gpu_nodes or settings.cluster_name not in toolbox.kind.clusters():
+    if not gpu_nodes:
         return []
+    try:
+        if settings.cluster_name not in toolbox.kind.clusters():
+            return []  # no cluster yet: nothing to look inside
+        present = set(toolbox.kind.nodes(settings.cluster_name))
+    except (CommandError, FileNotFoundError, OSError):
+        return []  # no kind yet: the tool check above says so, with its fix
     checks = []
     version = settings.versions.gpu.container_toolkit
+    host_fix = HOST_GPU_FIX.format(teardown=invoke("teardown"), bootstrap=invoke("bootstrap --gpu on"))
     for node in gpu_nodes:
-        for label, probe, fix in NODE_CHECKS:
-            result = toolbox.docker.probe_script(node, probe)
+        if node not in present:
+            checks.append(Check(f"{node}: GPU worker", Status.FAIL, f"cluster {settings.cluster_name!r} has no GPU "
+                                "worker: it was made without GPUs", fix=host_fix))
+            continue
+        for label, probe, script in NODE_CHECKS:
+            result = toolbox.docker.probe_script(node, probe.format(v=version))
+            name = f"{node}: {label.format(v=version)}"
             if result.ok:
-                checks.append(Check(f"{node}: {label}", Status.OK, (result.stdout.strip().splitlines() or ["yes"])[0]))
-            else:
-                why = (result.stderr.strip().splitlines() or result.stdout.strip().splitlines() or ["no"])[-1]
-                checks.append(Check(f"{node}: {label}", Status.FAIL, why,
-                                    fix=shlex.join((toolbox.docker.binary, "exec", node, "bash", "-c",
-                                                    fix.format(v=version)))))
+                checks.append(Check(name, Status.OK, (result.stdout.strip().splitlines() or ["yes"])[0]))
+                continue
+            why = (result.stderr.strip().splitlines() or result.stdout.strip().splitlines() or ["no"])[-1]
+            fix = host_fix if script is None else shlex.join((toolbox.docker.binary, "exec", node, "bash", "-c",
+                                                             script.format(v=version)))
+            checks.append(Check(name, Status.FAIL, why, fix=fix))
     return checks
 
 

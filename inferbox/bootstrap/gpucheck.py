@@ -45,11 +45,11 @@ def parse_nvidia_smi(lines: list[str]) -> list[Gpu]:
     return [Gpu(row[0].strip(), row[1].strip()) for row in csv.reader(lines) if len(row) == 2]
 
 
-def start(kube: Kube, pod: dict[str, Any], *, timeout_s: float = 60) -> None:
+def start(kube: Kube, pod: dict[str, Any], *, deadline: Deadline | None = None) -> None:
     """Create the pod afresh: a finished pod cannot run again, so the last one goes first."""
     ref = ObjectRef("v1", "Pod", POD_NAME, GPU_NAMESPACE)
     if kube.delete(ref):
-        Waiter(kube).gone(ref, Deadline(timeout_s))
+        Waiter(kube).gone(ref, deadline or Deadline(60))
     kube.create(pod)
 
 
@@ -64,10 +64,10 @@ def scheduled_node(kube: Kube, timeout_s: float) -> str:
 def run(kube: Kube, settings: Settings, renderer: Renderer, *, timeout_s: float = 300) -> GpuCheckResult:
     """Run the pod to completion and read what nvidia-smi printed; InferboxError naming the pod's
     state, events and output when it did not succeed."""
-    start(kube, pod_manifest(settings, renderer))
     ref = ObjectRef("v1", "Pod", POD_NAME, GPU_NAMESPACE)
-    deadline = Deadline(timeout_s)
+    deadline = Deadline(timeout_s)  # one deadline for the whole check, replacing the last pod included
     try:
+        start(kube, pod_manifest(settings, renderer), deadline=deadline)
         node = scheduled_node(kube, deadline.remaining())
         pod = Waiter(kube).until(ref, lambda p: (p.get("status") or {}).get("phase") in _DONE, deadline,
                                  what="the gpu-check pod to finish")

@@ -138,7 +138,8 @@ def build_plan(settings: Settings, *, gpu: bool) -> Plan:
     if settings.knative:
         phases.append(phase(
             "knative-serving", "knative-operator", "knative-operator", release="knative-operator",
-            depends_on=("istiod",), timeout_s=600, expected_s=120,
+            # Its knative-local-gateway Service goes into the gateway's namespace.
+            depends_on=("istiod", "istio-ingressgateway"), timeout_s=600, expected_s=120,
             manifests=("knative-serving.yaml.j2",), checks=(
                 HealthCheck(DEPLOY, "knative-operator", "knative-operator"),
                 HealthCheck(DEPLOY, "operator-webhook", "knative-operator"),

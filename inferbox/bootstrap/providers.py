@@ -8,6 +8,7 @@ from typing import Protocol
 
 from inferbox.config import Provider, Settings
 from inferbox.errors import ClusterError
+from inferbox.hints import invoke
 from inferbox.k8s import Kube
 from inferbox.render import Renderer
 from inferbox.tools import Toolbox
@@ -28,34 +29,45 @@ GATEWAY_HTTPS_PORT = 8443
 # DCGM exporter, predictors and gpu-check need no runtimeClassName (nvidia-container-runtime
 # passes non-GPU containers straight to runc).
 # Each script checks first, so a bootstrap of an existing cluster runs them again safely.
+_TOOLKIT_PINNED = "nvidia-ctk --version 2>/dev/null | grep -q 'version {v}$'"
 TOOLKIT_INSTALL = (
-    "set -eu; if nvidia-ctk --version 2>/dev/null | grep -q 'version {v}$'; then exit 0; fi; "
+    f"set -euo pipefail; if {_TOOLKIT_PINNED}; then exit 0; fi; export DEBIAN_FRONTEND=noninteractive; "
     "apt-get update; apt-get install -y gpg curl; "
     "curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey "
     "| gpg --dearmor --yes -o /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg; "
     "curl -fsSL https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list "
     "| sed 's#deb https://#deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] https://#g' "
     "> /etc/apt/sources.list.d/nvidia-container-toolkit.list; apt-get update; "
-    "apt-get install -y nvidia-container-toolkit={v}-1 nvidia-container-toolkit-base={v}-1 "
+    "apt-get install -y --allow-downgrades nvidia-container-toolkit={v}-1 nvidia-container-toolkit-base={v}-1 "
     "libnvidia-container-tools={v}-1 libnvidia-container1={v}-1"
 )
-_NVIDIA_DEFAULT = "grep -q 'default_runtime_name = \"nvidia\"' /etc/containerd/config.toml"
-RUNTIME_CONFIGURE = (f"set -eu; if {_NVIDIA_DEFAULT}; then exit 0; fi; "
+# Since toolkit 1.18 `nvidia-ctk runtime configure` writes a drop-in (conf.d/99-nvidia.toml) that
+# config.toml imports (NVIDIA/nvidia-container-toolkit cmd/nvidia-ctk/runtime/configure): look in both.
+_NVIDIA_DEFAULT = ("grep -rqsF 'default_runtime_name = \"nvidia\"' /etc/containerd/config.toml "
+                   "/etc/containerd/conf.d")
+RUNTIME_CONFIGURE = (f"set -euo pipefail; if {_NVIDIA_DEFAULT}; then exit 0; fi; "
                      "nvidia-ctk runtime configure --runtime=containerd --config-source=file --set-as-default; "
                      "systemctl restart containerd")
 # Hide the host's device nodes from the driver's ModifyDeviceFiles, unless the toolkit's CDI hook
 # already did (toolkit >= 1.19 sets ModifyDeviceFiles: 0): nvkind's PatchProcDriverNvidia.
+_DEVICE_FILES_KEPT = "grep -q '^ModifyDeviceFiles: 0$' /proc/driver/nvidia/params"
 PROC_DRIVER_PATCH = (
-    "set -eu; if grep -q '^ModifyDeviceFiles: 0$' /proc/driver/nvidia/params; then exit 0; fi; "
-    "umount -R /proc/driver/nvidia; cp /proc/driver/nvidia/params root/gpu-params; "
-    "sed -i 's/^ModifyDeviceFiles: 1$/ModifyDeviceFiles: 0/' root/gpu-params; "
-    "mount --bind root/gpu-params /proc/driver/nvidia/params"
+    f"set -euo pipefail; if {_DEVICE_FILES_KEPT}; then exit 0; fi; "
+    "umount -R /proc/driver/nvidia; cp /proc/driver/nvidia/params /root/gpu-params; "
+    "sed -i 's/^ModifyDeviceFiles: 1$/ModifyDeviceFiles: 0/' /root/gpu-params; "
+    "mount --bind /root/gpu-params /proc/driver/nvidia/params"
 )
-# What the doctor runs in each GPU node once the cluster exists (check, fix).
+# The host side, which no command inside the node can fix: the node was made without its GPUs.
+HOST_GPU_FIX = ("on the host: `nvidia-ctk runtime configure --runtime=docker --set-as-default`, "
+                "`nvidia-ctk config --set accept-nvidia-visible-devices-as-volume-mounts=true --in-place`, restart "
+                "docker; then recreate the cluster (`{teardown}`, `{bootstrap}`)")
+# What the doctor runs in each GPU node once the cluster exists: (check, probe, fix script or None
+# for HOST_GPU_FIX). The toolkit probe wants the pinned version ({v}), as the install does.
 NODE_CHECKS = (
-    ("NVIDIA container toolkit in the node", "nvidia-ctk --version", TOOLKIT_INSTALL),
+    ("NVIDIA container toolkit {v} in the node", _TOOLKIT_PINNED, TOOLKIT_INSTALL),
     ("containerd's default runtime is nvidia", _NVIDIA_DEFAULT, RUNTIME_CONFIGURE),
-    ("a GPU is visible in the node", "nvidia-smi -L", PROC_DRIVER_PATCH),
+    ("a GPU is visible in the node", "nvidia-smi -L", None),
+    ("the driver leaves the node's device files alone", _DEVICE_FILES_KEPT, PROC_DRIVER_PATCH),
 )
 
 PROVIDER_NAMESPACES = {Provider.KIND: ("local-path-storage",), Provider.MINIKUBE: (), Provider.EXISTING: ()}
@@ -100,10 +112,18 @@ class KindProvider:
         index = self.workers + 1
         return [f"{self.settings.cluster_name}-worker{index if index > 1 else ''}"]
 
-    def prepare_gpu_nodes(self) -> None:
-        """Put the NVIDIA container toolkit and runtime into each GPU node (see TOOLKIT_INSTALL)."""
+    def prepare_gpu_nodes(self, *, existing: bool = False) -> None:
+        """Put the NVIDIA container toolkit and runtime into each GPU node (see TOOLKIT_INSTALL);
+        ``existing``: the cluster was there already, and may have been made without a GPU worker."""
         version = self.settings.versions.gpu.container_toolkit
-        for node in self.gpu_nodes():
+        nodes = self.gpu_nodes()
+        if existing and nodes and not self.settings.dry_run:
+            missing = sorted(set(nodes) - set(self.tools.kind.nodes(self.settings.cluster_name)))
+            if missing:
+                raise ClusterError(f"kind cluster {self.settings.cluster_name!r} has no GPU worker "
+                                   f"({', '.join(missing)}): it was made without GPUs. Recreate it: "
+                                   f"`{invoke('teardown')}`, then `{invoke('bootstrap --gpu on')}`")
+        for node in nodes:
             for script in (TOOLKIT_INSTALL.format(v=version), RUNTIME_CONFIGURE, PROC_DRIVER_PATCH):
                 self.tools.docker.exec_script(node, script)
 
@@ -117,7 +137,7 @@ class KindProvider:
 
     def create(self) -> bool:
         if self.exists():
-            self.prepare_gpu_nodes()  # finishes a preparation an earlier run did not
+            self.prepare_gpu_nodes(existing=True)  # finishes a preparation an earlier run did not
             return False
         path = self.config_path()
         if not self.settings.dry_run:
@@ -156,9 +176,11 @@ class MinikubeProvider:
         the plan's gpu-device-plugin phase installs the pinned chart, with its GPU wait and DCGM
         exporter, and one device plugin per node is the most there may be. The node gets the
         label GPU feature discovery would give it, which the chart and the predictors select on."""
-        if self.exists():
-            return False
         profile = self.settings.cluster_name
+        if self.exists():
+            if self.gpu:  # a profile made before the label was given: give it now (idempotent)
+                self.tools.kubectl.label_node(profile, {"nvidia.com/gpu.present": "true"})
+            return False
         self.tools.minikube.start(profile, self.settings.versions.kubernetes.version,
                                   gpus=self.gpu, cpus=self.cpus, memory_mb=self.memory_mb)
         if self.gpu:

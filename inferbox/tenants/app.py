@@ -34,6 +34,7 @@ from inferbox.tenants.spec import (
     TenantRules,
     load_bounds,
     load_tenants,
+    parse_quantity,
     parse_tenant,
     select,
     tenant_files,
@@ -216,6 +217,14 @@ def tenant_delete(settings: Settings, console: Console, name: str, *, confirmed:
     return report
 
 
+def _at_most(default: str, quota: str) -> str:
+    """``default``, or ``quota`` when that is smaller (an unparsable quota is left to validation)."""
+    try:
+        return quota if parse_quantity(quota) < parse_quantity(default) else default
+    except ValueError:
+        return default
+
+
 @dataclass(frozen=True)
 class NewTenant:
     """What `invoke tenant-create` asks for; everything else gets a sensible default."""
@@ -240,8 +249,10 @@ class NewTenant:
             "name": self.name,
             "displayName": self.display_name or self.name,
             "quotas": quotas,
-            "limitRange": {"default": {"cpu": "500m", "memory": "1Gi"},
-                           "defaultRequest": {"cpu": "100m", "memory": "256Mi"}},
+            # Container defaults, never above the quota (a small --cpu/--memory must still work).
+            "limitRange": {"default": {"cpu": _at_most("500m", self.cpu), "memory": _at_most("1Gi", self.memory)},
+                           "defaultRequest": {"cpu": _at_most("100m", self.cpu),
+                                              "memory": _at_most("256Mi", self.memory)}},
             "models": list(self.models),
             "callers": {"subjects": list(self.subjects), "groups": list(self.groups)},
         }
@@ -256,7 +267,8 @@ def create_tenant(settings: Settings, console: Console, new: NewTenant, *, apply
     document = new.document()
     parse_tenant(document, path, root=settings.root, rules=tenant_rules(settings, folder))  # invalid: no file
     if any(p.stem == new.name for p in tenant_files(folder)):
-        raise ConfigError(str(path), [("name", f"tenant {new.name!r} already exists; edit its file instead")])
+        raise ConfigError(str(path), [("name", f"tenant {new.name!r} already exists; edit its file instead, then "
+                                               f"`{invoke(f'tenants-apply --tenant {new.name}')}`")])
     load(settings, folder)  # the other files must be valid too, or the apply below could not run
     folder.mkdir(parents=True, exist_ok=True)
     header = f"# Tenant {new.name}, created by `invoke tenant-create`. Format: README.md, section Tenants.\n"

@@ -22,6 +22,11 @@ class Kind:
         out = self.runner.run(Command((self.binary, "get", "clusters"), timeout=60, mutating=False)).stdout
         return [line.strip() for line in out.splitlines() if line.strip() and "no kind clusters" not in line]
 
+    def nodes(self, name: str) -> list[str]:
+        """``kind get nodes --name <cluster>``: the node (container) names."""
+        result = self.runner.run(Command((self.binary, "get", "nodes", "--name", name), timeout=30, mutating=False))
+        return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+
     def create_cluster(self, name: str, config: Path, image: str, *, wait_s: int = 300) -> None:
         argv = (self.binary, "create", "cluster", "--name", name, "--config", str(config),
                 "--image", image, "--wait", f"{wait_s}s")

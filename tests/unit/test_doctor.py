@@ -433,29 +433,58 @@ def test_go_and_npm_are_checked_against_what_the_test_builds_need(tmp_path) -> N
 
 def test_gpu_node_checks_inside_an_existing_kind_cluster(make_settings) -> None:
     """The host can pass every GPU check while the kind node has no NVIDIA runtime: the doctor
-    looks inside each GPU node, and every failure carries the command that fixes it."""
+    looks inside each GPU node, and every failure carries the fix."""
     from inferbox.bootstrap.doctor import node_checks
     from inferbox.bootstrap.providers import NODE_CHECKS, RUNTIME_CONFIGURE
 
     settings = make_settings(cluster_name="demo")
-    (_, toolkit, _), (_, runtime, _), (_, smi, _) = NODE_CHECKS
+    version = settings.versions.gpu.container_toolkit
+    (_, toolkit, _), (_, runtime, _), (_, smi, _), (_, device_files, _) = NODE_CHECKS
+    node = ("docker", "exec", "demo-worker2", "bash", "-c")
     runner = RecordingRunner({
         ("kind", "get", "clusters"): Reply("demo\n"),
-        ("docker", "exec", "demo-worker2", "bash", "-c", toolkit): Reply(
-            "NVIDIA Container Toolkit CLI version 1.20.2\n"),
-        ("docker", "exec", "demo-worker2", "bash", "-c", runtime): Reply("", exit_code=1),
-        ("docker", "exec", "demo-worker2", "bash", "-c", smi): Reply(
-            "", stderr="bash: line 1: nvidia-smi: command not found\n", exit_code=127),
+        ("kind", "get", "nodes"): Reply("demo-control-plane\ndemo-worker\ndemo-worker2\n"),
+        (*node, toolkit.format(v=version)): Reply(""),
+        (*node, runtime): Reply("", exit_code=1),
+        (*node, smi): Reply("", stderr="bash: line 1: nvidia-smi: command not found\n", exit_code=127),
+        (*node, device_files): Reply(""),
     }, strict=True, dry_run=False)
     checks = node_checks(settings, Toolbox.from_settings(settings, runner), ["demo-worker2"])
     assert [(c.name, c.status) for c in checks] == [
-        ("demo-worker2: NVIDIA container toolkit in the node", Status.OK),
+        (f"demo-worker2: NVIDIA container toolkit {version} in the node", Status.OK),
         ("demo-worker2: containerd's default runtime is nvidia", Status.FAIL),
-        ("demo-worker2: a GPU is visible in the node", Status.FAIL)]
-    assert checks[0].detail == "NVIDIA Container Toolkit CLI version 1.20.2"
+        ("demo-worker2: a GPU is visible in the node", Status.FAIL),
+        ("demo-worker2: the driver leaves the node's device files alone", Status.OK)]
     assert "command not found" in checks[2].detail
     assert shlex.split(checks[1].fix) == ["docker", "exec", "demo-worker2", "bash", "-c", RUNTIME_CONFIGURE]
-    # No cluster yet: nothing to look inside.
+    # No GPU visible is the host's doing: the fix is there, and a new cluster.
+    assert "accept-nvidia-visible-devices-as-volume-mounts=true" in checks[2].fix and "teardown" in checks[2].fix
+
+    # A cluster made without GPUs has no GPU worker to look into.
+    cpu_only = RecordingRunner({("kind", "get", "clusters"): Reply("demo\n"),
+                                ("kind", "get", "nodes"): Reply("demo-control-plane\ndemo-worker\n")},
+                               strict=True, dry_run=False)
+    (missing,) = node_checks(settings, Toolbox.from_settings(settings, cpu_only), ["demo-worker2"])
+    assert missing.status is Status.FAIL and "made without GPUs" in missing.detail
+    # No cluster yet, or no kind yet: nothing to look inside, and no crash.
     none = RecordingRunner({("kind", "get", "clusters"): Reply("No kind clusters found.\n")}, strict=True,
                            dry_run=False)
     assert node_checks(settings, Toolbox.from_settings(settings, none), ["demo-worker2"]) == []
+    broken = RecordingRunner({("kind", "get", "clusters"): Reply("", stderr="kind: not found", exit_code=127)},
+                             strict=True, dry_run=False)
+    assert node_checks(settings, Toolbox.from_settings(settings, broken), ["demo-worker2"]) == []
+
+
+def test_an_existing_cpu_only_kind_cluster_refuses_gpus_with_the_way_out(make_settings) -> None:
+    from inferbox.bootstrap.providers import KindProvider
+    from inferbox.errors import ClusterError
+    from inferbox.render import Renderer
+
+    settings = make_settings(cluster_name="demo")
+    runner = RecordingRunner({("kind", "get", "clusters"): Reply("demo\n"),
+                              ("kind", "get", "nodes"): Reply("demo-control-plane\ndemo-worker\n")},
+                             strict=True, dry_run=False)
+    provider = KindProvider(settings, Toolbox.from_settings(settings, runner), Renderer(PROJECT_ROOT / "manifests"),
+                            gpu=True)
+    with pytest.raises(ClusterError, match=r"no GPU worker \(demo-worker2\).*invoke teardown.*bootstrap --gpu on"):
+        provider.create()

@@ -191,3 +191,19 @@ def test_cpu_bound_is_checked_in_millicores(settings: Settings, tmp_path: Path) 
     with pytest.raises(ConfigError) as err:
         app.load(settings, tmp_path)
     assert err.value.problems[0][0] == "quotas.cpu" and "millicores" in err.value.problems[0][1]
+
+
+def test_tenant_create_with_a_small_quota_fits_its_defaults(settings: Settings, tmp_path: Path) -> None:
+    """The container defaults follow a small quota down instead of refusing it."""
+    import io
+
+    from rich.console import Console
+
+    path = app.create_tenant(settings, Console(file=io.StringIO()),
+                             app.NewTenant(name="team-q", cpu="250m", memory="128Mi"), apply=False, directory=tmp_path)
+    (tenant,) = app.load(settings, tmp_path)
+    assert path.exists() and tenant.limit_range.default.cpu == "250m" and tenant.limit_range.default.memory == "128Mi"
+    assert tenant.limit_range.default_request.memory == "128Mi" and tenant.limit_range.default_request.cpu == "100m"
+    with pytest.raises(ConfigError, match="tenants-apply --tenant team-q"):
+        app.create_tenant(settings, Console(file=io.StringIO()), app.NewTenant(name="team-q"), apply=False,
+                          directory=tmp_path)
