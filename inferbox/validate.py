@@ -33,6 +33,7 @@ from jsonschema.exceptions import ValidationError, best_match
 from referencing import Registry, Resource
 
 from inferbox.errors import InferboxError
+from inferbox.render import SAFE_LOADER  # the KServe CRDs alone are megabytes of YAML
 
 _SCHEMA_DIR = re.compile(r"^v(\d+)\.(\d+)\.(\d+)-local-strict$")
 _DEFINITIONS_ID = "https://kubernetes.io/api/_definitions.json"
@@ -128,9 +129,6 @@ def _core_schema_name(api_version: str, kind: str) -> str:
 # -- CRDs ------------------------------------------------------------------------------------------
 
 
-# libyaml's loader where PyYAML was built with it: the KServe CRDs alone are megabytes of YAML,
-# which the pure-Python loader takes ~7x longer to read.
-_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 _DOCUMENT_START = re.compile(r"^---[ \t]*$", re.MULTILINE)
@@ -172,7 +170,7 @@ def _file_crds(path: Path, group: str | None) -> list[tuple[str, str, str, dict[
         # The folder's YAML is megabytes: parse only the documents that can hold the group.
         text = "\n---\n".join(d for d in _DOCUMENT_START.split(text) if group in d)
     try:
-        docs = [d for d in yaml.load_all(text, Loader=_YAML_LOADER) if d]
+        docs = [d for d in yaml.load_all(text, Loader=SAFE_LOADER) if d]
     except yaml.YAMLError as exc:
         raise InferboxError(f"{path}: not valid YAML: {exc}") from exc
     found = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,26 +155,31 @@ class Waiter:
             last = items[0] if items else last
             if items and ready(items[0]):
                 return items[0]
-            try:
-                for event_type, obj in self.kube.watch(
-                        ref.api_version, ref.kind, ref.namespace, resource_version=version,
-                        timeout_s=int(min(_WATCH_CHUNK_S, deadline.remaining()) or 1), field_selector=selector):
-                    if event_type == "DELETED":
-                        last = None
-                        continue
-                    last = obj
-                    if ready(obj):
-                        return obj
-                    if deadline.expired() or self.stop.is_set():
-                        break
-            except KubeError as exc:
-                # 410 Gone: our resourceVersion is too old; list again and carry on.
-                if exc.status != 410:
-                    raise
+            for event_type, obj in self._events(ref.api_version, ref.kind, ref.namespace, version, deadline,
+                                                field_selector=selector):
+                if event_type == "DELETED":
+                    last = None
+                    continue
+                last = obj
+                if ready(obj):
+                    return obj
+                if deadline.expired() or self.stop.is_set():
+                    break
         if self.stop.is_set():
             raise InferboxError(f"stopped waiting for {what or ref}: another phase failed")
         raise WaitTimeout(self.report(ref, last, deadline.seconds, phase=phase, what=what, pods=pods),
                           resource=str(ref), phase=phase)
+
+    def _events(self, api_version: str, kind: str, namespace: str | None, version: str, deadline: Deadline,
+                *, chunk_s: int = _WATCH_CHUNK_S, **selectors: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """One watch chunk from ``version`` (at most ``chunk_s``, never past the deadline); a 410
+        Gone (the version is too old) just ends it, and the caller lists again."""
+        try:
+            yield from self.kube.watch(api_version, kind, namespace, resource_version=version,
+                                       timeout_s=int(min(chunk_s, deadline.remaining())) or 1, **selectors)
+        except KubeError as exc:
+            if exc.status != 410:
+                raise
 
     def gone(self, ref: ObjectRef, deadline: Deadline) -> None:
         """Watch until ``ref`` no longer exists; WaitTimeout at the deadline."""
@@ -184,15 +189,10 @@ class Waiter:
                                                          field_selector=selector)
             if not items:
                 return
-            try:
-                for event_type, _ in self.kube.watch(ref.api_version, ref.kind, ref.namespace,
-                                                     resource_version=version, field_selector=selector,
-                                                     timeout_s=int(min(_WATCH_CHUNK_S, deadline.remaining())) or 1):
-                    if event_type == "DELETED":
-                        return
-            except KubeError as exc:
-                if exc.status != 410:  # 410 Gone: list again
-                    raise
+            for event_type, _ in self._events(ref.api_version, ref.kind, ref.namespace, version, deadline,
+                                              field_selector=selector):
+                if event_type == "DELETED":
+                    return
         raise WaitTimeout(f"timed out after {deadline.seconds:.0f}s waiting for {ref} to be deleted",
                           resource=str(ref))
 
@@ -230,9 +230,8 @@ class Waiter:
         selector = f"kubernetes.io/service-name={check.name}"
         _, version = self.kube.list_with_version("discovery.k8s.io/v1", "EndpointSlice", check.namespace,
                                                  label_selector=selector)
-        timeout = int(min(chunk_s, deadline.remaining())) or 1
-        for _ in self.kube.watch("discovery.k8s.io/v1", "EndpointSlice", check.namespace,
-                                 resource_version=version, timeout_s=timeout, label_selector=selector):
+        for _ in self._events("discovery.k8s.io/v1", "EndpointSlice", check.namespace, version, deadline,
+                              chunk_s=chunk_s, label_selector=selector):
             return
 
     def gpu_nodes(self, check: HealthCheck, deadline: Deadline, *, phase: str | None = None) -> list[str]:
@@ -250,14 +249,8 @@ class Waiter:
                 return [n["metadata"]["name"] for n in nodes]
             if not nodes and unlabelled.expired():
                 break
-            timeout = int(min(_WATCH_CHUNK_S, deadline.remaining())) or 1
-            try:
-                for _ in self.kube.watch("v1", "Node", None, resource_version=version, timeout_s=timeout,
-                                         label_selector=GPU_NODE_SELECTOR):
-                    break  # a GPU node changed: look at all of them again
-            except KubeError as exc:
-                if exc.status != 410:  # 410 Gone: list again
-                    raise
+            for _ in self._events("v1", "Node", None, version, deadline, label_selector=GPU_NODE_SELECTOR):
+                break  # a GPU node changed: look at all of them again
         if self.stop.is_set():
             raise InferboxError(f"stopped waiting for {check.describe()}: another phase failed")
         raise WaitTimeout(self._gpu_report(check, nodes, deadline.seconds, phase), resource="nodes", phase=phase)

@@ -35,6 +35,7 @@ import yaml
 from inferbox.config import ChartPin, Charts
 from inferbox.errors import CommandError, ConfigError, InferboxError
 from inferbox.hints import invoke
+from inferbox.render import SAFE_LOADER
 from inferbox.tools.helm import ChartSource, Helm
 
 MANIFEST = "bundle.json"
@@ -264,7 +265,7 @@ def _load_chart(path: Path) -> ChartInfo:
         raise ChartStoreError(f"{path}: not a readable chart ({exc}): delete it to pull it again") from exc
 
 
-class YamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+class YamlLoader(SAFE_LOADER):  # type: ignore[misc,valid-type]
     """The safe loader (libyaml's where present) for chart files and rendered manifests. YAML
     1.1's ``=`` value tag has no constructor in PyYAML, yet ``- =`` is a plain string to
     Kubernetes (kube-prometheus-stack's CRDs hold one): it resolves as a string here."""

@@ -40,6 +40,12 @@ class ObjectRef:
     name: str
     namespace: str | None = None
 
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> ObjectRef:
+        """The reference of an object (a manifest, or what the API server returned)."""
+        meta = obj.get("metadata") or {}
+        return cls(obj["apiVersion"], obj["kind"], meta.get("name", ""), meta.get("namespace"))
+
     def __str__(self) -> str:
         where = f"{self.namespace}/" if self.namespace else ""
         return f"{self.kind.lower()} {where}{self.name}"
@@ -146,8 +152,7 @@ class Kube:
             raise ClusterError(f"watch {kind}: connection lost: {exc}") from exc
 
     def create(self, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
-        meta = obj.get("metadata", {})
-        ref = ObjectRef(obj["apiVersion"], obj["kind"], meta.get("name", ""), meta.get("namespace"))
+        ref = ObjectRef.of(obj)
         res = self.resource(ref.api_version, ref.kind)
         kwargs: dict[str, Any] = {"body": obj, "namespace": ref.namespace}
         if dry_run:
@@ -158,8 +163,7 @@ class Kube:
     def apply(self, obj: dict[str, Any], *, field_manager: str, force: bool = True,
               dry_run: bool = False) -> dict[str, Any]:
         """Server-side apply with one field manager; ``dry_run`` returns what it would make, storing nothing."""
-        meta = obj.get("metadata", {})
-        ref = ObjectRef(obj["apiVersion"], obj["kind"], meta.get("name", ""), meta.get("namespace"))
+        ref = ObjectRef.of(obj)
         res = self.resource(ref.api_version, ref.kind)
         query = [("fieldManager", field_manager), ("force", "true" if force else "false")]
         if dry_run:
@@ -171,8 +175,7 @@ class Kube:
     def replace(self, obj: dict[str, Any], *, field_manager: str) -> dict[str, Any]:
         """PUT the whole object (``metadata.resourceVersion`` guards against a concurrent change:
         409 Conflict). Unlike an apply, it removes fields other managers set."""
-        meta = obj.get("metadata", {})
-        ref = ObjectRef(obj["apiVersion"], obj["kind"], meta.get("name", ""), meta.get("namespace"))
+        ref = ObjectRef.of(obj)
         res = self.resource(ref.api_version, ref.kind)
         return self.call(f"replace {ref}", self._request, "PUT", res.path(name=ref.name, namespace=ref.namespace),
                          [("fieldManager", field_manager)], body=obj)

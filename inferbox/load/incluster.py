@@ -232,8 +232,7 @@ def cleanup(kube: Any, objects: list[dict[str, Any]]) -> None:
 
     for obj in sort_objects(objects, reverse=True):
         if obj["kind"] in ("Secret", "ConfigMap", "Service"):
-            meta = obj["metadata"]
-            kube.delete(ObjectRef(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace")))
+            kube.delete(ObjectRef.of(obj))
 
 
 def run(settings: Settings, selection: Selection, *, workers: int, console: Console, dry_run: bool, runner: Runner,

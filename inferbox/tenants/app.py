@@ -32,6 +32,8 @@ from inferbox.tenants.spec import (
     KUBERNETES_NAMESPACES,
     Tenant,
     TenantRules,
+    caller_name,
+    display_path,
     load_bounds,
     load_tenants,
     parse_quantity,
@@ -84,12 +86,9 @@ def tenant_rules(settings: Settings, directory: Path | None = None) -> TenantRul
     bounds_path = (directory or tenants_dir(settings)) / BOUNDS_FILE
     return TenantRules(reserved=platform_namespaces(settings),
                        models=frozenset(load_catalog(catalog_path).models),
-                       bounds=load_bounds(bounds_path, shown=_shown(settings, bounds_path)),
-                       catalog=_shown(settings, catalog_path), bounds_file=_shown(settings, bounds_path))
-
-
-def _shown(settings: Settings, path: Path) -> str:
-    return str(path.relative_to(settings.root)) if path.is_relative_to(settings.root) else str(path)
+                       bounds=load_bounds(bounds_path, shown=display_path(bounds_path, settings.root)),
+                       catalog=display_path(catalog_path, settings.root),
+                       bounds_file=display_path(bounds_path, settings.root))
 
 
 def load(settings: Settings, directory: Path | None = None) -> list[Tenant]:
@@ -157,7 +156,7 @@ def report_table(report: ApplyReport, title: str = "tenants") -> FitTable:
         rows = list(results)
         created = [r for r in rows if r.outcome in (Outcome.CREATED, Outcome.WOULD_CREATE)]
         if created:
-            kinds = sorted({r.ref.kind for r in created}, key=[r.ref.kind for r in created].index)
+            kinds = dict.fromkeys(r.ref.kind for r in created)  # each once, in apply order
             table.add_row(tenant, ", ".join(kinds), styled(f"{len(created)} {created[0].outcome.value}", "green"), "")
         for result in (r for r in rows if r.outcome in _ONE_ROW_EACH):
             style = _OUTCOME_STYLE.get(result.outcome, "")
@@ -323,9 +322,10 @@ def token_for(settings: Settings, *, tenant: str, subject: str | None = None, tt
             raise ConfigError("command line", [("subject", f"tenants/{tenant}.yaml lists no callers.subjects to "
                                                            "default to: pass the caller, e.g. --subject my-app")])
         subject = declared.callers.subjects[0]
-    if not subject or any(ch.isspace() for ch in subject) or "/" in subject or "*" in subject:
-        raise ConfigError("command line", [("subject", f"{subject!r}: a caller is a non-empty name without "
-                                                       "spaces, '*' or '/' (the rules of callers.subjects)")])
+    try:
+        caller_name(subject)  # the rules of callers.subjects
+    except ValueError as exc:
+        raise ConfigError("command line", [("subject", str(exc))]) from None
     warning = None
     if subject not in declared.callers.subjects and not set(groups) & set(declared.callers.groups):
         warning = (f"{subject!r} is not an allowed caller of {tenant} (callers in tenants/{tenant}.yaml): "

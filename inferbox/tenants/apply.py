@@ -180,11 +180,6 @@ class ApplyReport:
 # -- identity of objects ------------------------------------------------------------------------
 
 
-def ref_of(obj: dict[str, Any]) -> ObjectRef:
-    meta = obj.get("metadata") or {}
-    return ObjectRef(obj["apiVersion"], obj["kind"], meta.get("name", ""), meta.get("namespace"))
-
-
 def _key(ref: ObjectRef) -> tuple[str, str, str, str]:
     # The group, not the version: the same object read through another version is still the same.
     return ref.api_version.rpartition("/")[0], ref.kind, ref.namespace or "", ref.name
@@ -256,15 +251,15 @@ def plan(desired: Sequence[dict[str, Any]], observed: Iterable[dict[str, Any]], 
          order: Callable[..., list[dict[str, Any]]] = sort_objects) -> list[Step]:
     """Steps that make ``observed`` (what the labels find) into ``desired``: creates and applies in
     ``order``, then prunes in reverse order (contents before their namespace)."""
-    live = {_key(ref_of(obj)): obj for obj in observed}
-    wanted = {_key(ref_of(obj)) for obj in desired}
+    live = {_key(ObjectRef.of(obj)): obj for obj in observed}
+    wanted = {_key(ObjectRef.of(obj)) for obj in desired}
     steps = []
     for obj in order([with_digest(o) for o in desired]):
-        current = live.get(_key(ref_of(obj)))
-        steps.append(Step(Action.APPLY if current is not None else Action.CREATE, ref_of(obj), obj, current,
+        current = live.get(_key(ObjectRef.of(obj)))
+        steps.append(Step(Action.APPLY if current is not None else Action.CREATE, ObjectRef.of(obj), obj, current,
                           unchanged=in_effect(obj, current)))
     stale = [obj for key, obj in live.items() if key not in wanted]
-    steps += [Step(Action.PRUNE, ref_of(obj), None, obj) for obj in order(stale, reverse=True)]
+    steps += [Step(Action.PRUNE, ObjectRef.of(obj), None, obj) for obj in order(stale, reverse=True)]
     return steps
 
 
@@ -439,22 +434,21 @@ def plan_unit(unit: Desired, served: set[tuple[str, str]], observed: list[dict[s
 
 def _belongs(obj: dict[str, Any], tenant: str) -> bool:
     """A tenant owns objects in its namespace, and the Namespace named after it: never another
-    namespace that merely carries a copy of its labels (pruning would delete that namespace)."""
+    namespace that merely carries a copy of its labels (pruning would delete that namespace).
+    A Namespace has no metadata.namespace, so its own name stands in (list items carry no kind)."""
     meta = obj.get("metadata") or {}
-    if obj.get("kind") == "Namespace":
-        return meta.get("name") == tenant
-    return meta.get("namespace") == tenant
+    return (meta.get("namespace") or meta.get("name")) == tenant
 
 
 def observe_tenants(kube: Kube, names: Iterable[str], served: set[tuple[str, str]]) -> dict[str, list[dict[str, Any]]]:
     """Each tenant's live objects, found by their labels: one LIST per kind for all of them."""
-    wanted = set(names)
-    if len(wanted) == 1:
-        (name,) = wanted
-        return {name: [o for o in observe(kube, TENANT_KINDS, tenant_selector(name), name, served)
-                       if _belongs(o, name)]}
-    found: dict[str, list[dict[str, Any]]] = {name: [] for name in wanted}
-    for obj in observe(kube, TENANT_KINDS, f"{MANAGED_BY_LABEL}={MANAGED_BY},{TENANT_LABEL}", None, served):
+    found: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    if len(found) == 1:  # one tenant: its namespace and label only
+        (name,) = found
+        listed = observe(kube, TENANT_KINDS, tenant_selector(name), name, served)
+    else:
+        listed = observe(kube, TENANT_KINDS, f"{MANAGED_BY_LABEL}={MANAGED_BY},{TENANT_LABEL}", None, served)
+    for obj in listed:
         owner = ((obj.get("metadata") or {}).get("labels") or {}).get(TENANT_LABEL)
         if owner in found and _belongs(obj, owner):
             found[owner].append(obj)
@@ -521,9 +515,8 @@ def _run(report: ApplyReport, tenant: str, work: Callable[[], list[ObjectResult]
 def orphaned_tenants(kube: Kube, declared: set[str]) -> list[str]:
     """Tenant namespaces inferbox made whose tenant file is gone (tenant-delete removes them)."""
     namespaces = kube.list("v1", "Namespace", label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY},{TENANT_LABEL}")
-    # A tenant's namespace is named after it; another with a copy of its labels is not a tenant's.
     return sorted(n["metadata"]["name"] for n in namespaces
-                  if n["metadata"]["labels"][TENANT_LABEL] == n["metadata"]["name"] not in declared)
+                  if _belongs(n, n["metadata"]["labels"][TENANT_LABEL]) and n["metadata"]["name"] not in declared)
 
 
 # -- deleting a tenant --------------------------------------------------------------------------
@@ -554,7 +547,7 @@ def delete_tenant(kube: Kube, name: str, *, confirmed: bool) -> ApplyReport:
     if not confirmed:
         raise InferboxError(f"not deleting tenant {name!r} without confirmation")
     served = served_kinds(kube, (*TENANT_KINDS, *FOREIGN_ROOT_KINDS))
-    owned = [o for o in observe(kube, TENANT_KINDS, tenant_selector(name), name, served) if _belongs(o, name)]
+    owned = observe_tenants(kube, [name], served)[name]
     report = ApplyReport()
     if not owned:
         return report

@@ -164,7 +164,8 @@ class LimitDefaults(_Strict):
     default_request: CpuMemory = Field(alias="defaultRequest")
 
 
-def _caller_name(value: Any) -> str:
+def caller_name(value: Any) -> str:
+    """``value`` when it is a valid caller (a JWT ``sub`` or group); ValueError saying why not."""
     # Istio matches requestPrincipals with * as a wildcard: a caller named "*" would admit anyone.
     # It splits "<iss>/<sub>" at the last "/" (istio pilot/pkg/security/authz/model/generator.go
     # @1.30.3, requestPrincipalGenerator), so a subject with a "/" could never match.
@@ -175,7 +176,7 @@ def _caller_name(value: Any) -> str:
     return value
 
 
-Caller = Annotated[str, BeforeValidator(_caller_name)]
+Caller = Annotated[str, BeforeValidator(caller_name)]
 
 
 def _unique(values: Sequence[str], what: str) -> None:
@@ -387,7 +388,8 @@ class TenantConfigError(ConfigError):
         Exception.__init__(self, "invalid tenant configuration (nothing was applied)\n  " + "\n  ".join(lines))
 
 
-def _display(path: Path, root: Path | None) -> str:
+def display_path(path: Path, root: Path | None) -> str:
+    """``path`` relative to ``root`` when it is inside it (how errors name files), else whole."""
     if root is not None:
         try:
             return str(path.relative_to(root))
@@ -398,7 +400,7 @@ def _display(path: Path, root: Path | None) -> str:
 
 def parse_tenant(data: Any, path: Path, *, root: Path | None = None, rules: TenantRules | None = None) -> Tenant:
     """Validate one tenant document; problems name the file and the field."""
-    shown = _display(path, root)
+    shown = display_path(path, root)
     if not isinstance(data, Mapping):
         raise ConfigError(shown, [("<top level>", "a tenant file is a YAML mapping (name, displayName, quotas, ...)")])
     try:
@@ -415,7 +417,7 @@ def parse_tenant(data: Any, path: Path, *, root: Path | None = None, rules: Tena
 
 
 def load_tenant_file(path: Path, *, root: Path | None = None, rules: TenantRules | None = None) -> Tenant:
-    shown = _display(path, root)
+    shown = display_path(path, root)
     try:
         data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except FileNotFoundError:
@@ -441,7 +443,7 @@ def load_tenants(directory: Path, *, root: Path | None = None, rules: TenantRule
         except ConfigError as exc:
             errors.append(exc)
             continue
-        shown = _display(path, root)
+        shown = display_path(path, root)
         if tenant.name in tenants:
             errors.append(ConfigError(shown, [("name", f"duplicate tenant {tenant.name!r}: also declared in "
                                                        f"{tenants[tenant.name][1]}")]))
