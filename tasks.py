@@ -201,16 +201,23 @@ def deploy_model(c: Context, name: str, target: str = "local", tenant: str | Non
             "target": "local (the model's local predictor) or cluster (through the Istio gateway, with a token)",
             "tenant": "the tenant whose model is called (cluster target)",
             "context": MODEL_HELP["context"],
-            "data": 'instances as JSON, e.g. \'[[6.8, 2.8, 4.8, 1.4]]\' (default: the catalog\'s example)'})
+            "data": 'instances as JSON, e.g. \'[[6.8, 2.8, 4.8, 1.4]]\' (default: the catalog\'s example)',
+            "prompt": "an LLM's chat prompt (local target: the answer is streamed as it is generated)",
+            "max_tokens": "an LLM's answer length limit, in tokens (default 128)"})
 def predict(c: Context, name: str, target: str = "local", tenant: str | None = None, context: str | None = None,
-            data: str | None = None) -> None:
-    """Send the model a request over each protocol it offers (V1, V2, OpenAI chat) and print the answers."""
+            data: str | None = None, prompt: str | None = None, max_tokens: int = 128) -> None:
+    """Send the model a request over each protocol it offers (V1, V2, OpenAI chat) and print the answers;
+    a local LLM streams its answer."""
     from inferbox.models import commands
 
     with cli.exit_on_error():
         settings = cli.settings(context=context)
         if commands.parse_target(target) is commands.Target.CLUSTER:
             lines = commands.predict_cluster(settings, name, tenant=tenant, data=data)
+        elif commands.is_llm(settings, name):
+            summary = commands.chat_local(settings, name, prompt=prompt, max_tokens=max_tokens,
+                                          on_text=lambda piece: cli.console.out(piece, end="", highlight=False))
+            lines = ["", summary]
         else:
             lines = commands.prediction_lines(commands.predict_local(settings, name, data=data))
         for line in lines:

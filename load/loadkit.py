@@ -118,6 +118,8 @@ class Config:
     steps: list[list[float]] = field(default_factory=list)  # [users, spawn rate, duration s] each
     output_dir: str | None = None
     openai_model: str | None = None
+    # KServe mounts the OpenAI routes under /openai; vLLM's own server (the local target) at the root.
+    openai_prefix: str = "/openai"
 
     @classmethod
     def load(cls) -> Config:

@@ -1,6 +1,7 @@
-"""OpenAI-compatible chat completions, streamed: ``POST /openai/v1/chat/completions`` with ``stream: true``.
+"""OpenAI-compatible chat completions, streamed: ``POST /openai/v1/chat/completions`` (KServe's route;
+``/v1/chat/completions`` on the local target's vLLM server) with ``stream: true``.
 
-KServe's Hugging Face server answers with server-sent events, one ``data: {chunk}`` line per
+KServe's Hugging Face server and vLLM answer with server-sent events, one ``data: {chunk}`` line per
 token group, ending with ``data: [DONE]``. Besides the request itself (timed to the last byte),
 each response records custom metrics (loadkit.py):
 
@@ -20,7 +21,7 @@ from typing import Any
 import loadkit
 from locust import FastHttpUser, task
 
-PATH = "/openai/v1/chat/completions"
+PATH = f"{loadkit.CONFIG.openai_prefix}/v1/chat/completions"
 
 
 class OpenAIChatUser(FastHttpUser):

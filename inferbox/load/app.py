@@ -24,6 +24,8 @@ from inferbox.load.profiles import Profile, ProfilesFile, default_profiles_path,
 from inferbox.load.runs import LoadTestOutcome, Selection, finish, issue_token, loadtests_dir, new_run_dir
 from inferbox.load.target import (
     GATEWAY_URL,
+    KSERVE_OPENAI_PREFIX,
+    VLLM_OPENAI_PREFIX,
     Endpoint,
     Target,
     check_host,
@@ -87,7 +89,8 @@ def endpoint_for(settings: Settings, selection: Selection, target: Target, *, ho
     if target is Target.LOCAL:
         record = (local or local_target(settings, catalog, ShellRunner())).running(model)
         base = check_host(record.base_url)  # a local predictor is on loopback; say so if it ever is not
-        return Endpoint(base, None, f"local predictor {model} (pid {record.pid})")
+        prefix = VLLM_OPENAI_PREFIX if record.server == "vllm" else KSERVE_OPENAI_PREFIX
+        return Endpoint(base, None, f"local predictor {model} (pid {record.pid})", openai_prefix=prefix)
     return Endpoint(GATEWAY_URL, routed, f"the platform's gateway (routing {routed})")
 
 
@@ -127,7 +130,7 @@ def run_loadtest(settings: Settings, model: str | None, tenant: str | None, prof
     run_dir = new_run_dir(settings, selection.model.name, selection.profile.name)
     spec = harness.RunSpec(profile=selection.profile, model=selection.model.name, base_url=endpoint.base_url,
                            host_header=endpoint.host_header, workers=workers, run_dir=run_dir,
-                           load_dir=settings.root / "load")
+                           load_dir=settings.root / "load", openai_prefix=endpoint.openai_prefix)
     console.print(f"load test {run_dir.name}: profile {selection.profile.name} -> {endpoint.description}"
                   f"{f' as {selection.tenant}' if selection.tenant else ''}"
                   f"{f', {workers} workers' if workers else ''}", markup=False, highlight=False)

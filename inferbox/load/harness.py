@@ -23,6 +23,7 @@ from rich.text import Text
 
 from inferbox.errors import InferboxError
 from inferbox.load.profiles import Profile, format_duration
+from inferbox.load.target import KSERVE_OPENAI_PREFIX
 from inferbox.runner import Command, Result, Runner
 
 LOCUSTFILES = {"v1": "v1_predict.py", "v2": "v2_infer.py", "openai": "openai_chat.py"}
@@ -59,6 +60,7 @@ class RunSpec:
     run_dir: Path
     load_dir: Path
     openai_model: str | None = None
+    openai_prefix: str = KSERVE_OPENAI_PREFIX  # "" for a local vLLM server
 
     @property
     def stop_timeout_s(self) -> int:
@@ -89,6 +91,7 @@ def locust_config(spec: RunSpec, output_dir: str) -> dict[str, Any]:
         "steps": [[s.users, s.spawn_rate, s.duration] for s in profile.steps or []],
         "output_dir": output_dir,
         "openai_model": spec.openai_model,
+        "openai_prefix": spec.openai_prefix,
     }
 
 

@@ -311,7 +311,9 @@ def render_html(run_dir: Path, summary: dict[str, Any], images: list[Path], gpu:
     passed = summary.get("passed")
     workers = f", {summary['workers']} Locust workers" if summary.get("workers") else ""
     badge = "<span class='badge pass'>SLOs met</span>" if passed else "<span class='badge fail'>SLO breached</span>"
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>load test {_e(summary['run'])}</title>"
+    # An empty inline icon: without one, every browser asks the folder's server for favicon.ico (a 404).
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><link rel='icon' href='data:,'>"
+             f"<title>load test {_e(summary['run'])}</title>"
              f"<style>{_CSS}</style></head><body>",
              f"<h1>Load test {_e(summary['run'])} {badge}</h1>",
              f"<p>Profile <b>{_e(profile.get('name'))}</b> ({_e(profile.get('description', ''))}) against model "

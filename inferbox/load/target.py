@@ -27,6 +27,11 @@ from inferbox.errors import ConfigError, InferboxError
 GATEWAY_URL = "http://127.0.0.1:8080"
 # The gateway as pods inside the cluster reach it (release istio-ingressgateway, namespace istio-ingress).
 IN_CLUSTER_GATEWAY_URL = "http://istio-ingressgateway.istio-ingress.svc.cluster.local"
+# Where an OpenAI route lives: KServe's model server mounts them under /openai (KSERVE_OPENAI_ROUTE_PREFIX,
+# kserve/kserve python/kserve/kserve/protocol/rest/openai/endpoints.py@v0.20.0); vLLM's own server, which
+# the local target runs, at the root.
+KSERVE_OPENAI_PREFIX = "/openai"
+VLLM_OPENAI_PREFIX = ""
 
 
 class Target(StrEnum):
@@ -52,6 +57,7 @@ class Endpoint:
     base_url: str
     host_header: str | None
     description: str
+    openai_prefix: str = KSERVE_OPENAI_PREFIX
 
     @property
     def hostname(self) -> str:

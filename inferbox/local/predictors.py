@@ -1,4 +1,5 @@
-"""Local predictors: deploy, predict, stop - KServe's model server as a local process.
+"""Local predictors: deploy, predict, stop - KServe's model server as a local process, or for an LLM
+vLLM's own OpenAI-compatible server (the engine of KServe's Hugging Face runtime).
 
 ``deploy`` is idempotent: a model whose recorded process still runs is left alone; a record
 whose process is gone (or whose pid now belongs to another process) is cleaned and the model
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,14 +21,18 @@ from typing import Any
 from inferbox.config import Settings
 from inferbox.errors import InferboxError
 from inferbox.hints import invoke
-from inferbox.local import client, procs
+from inferbox.local import client, llm, procs
 from inferbox.local.artifacts import is_built
 from inferbox.local.env import PredictorEnv, kserve_requirement
 from inferbox.local.state import PredictorRecord, StateFile
 from inferbox.models.catalog import Catalog, ModelSpec
 from inferbox.runner import Command, Runner
+from inferbox.tools.nvidia import NvidiaSmi
 
 DEFAULT_STARTUP_TIMEOUT_S = 120.0
+# vLLM compiles the model with torch.compile on its first start (about 2 minutes on 2 CPU cores; cached
+# under .inferbox/local/cache afterwards).
+LLM_STARTUP_TIMEOUT_S = 600.0
 # How often to ask the readiness endpoint while a server starts: KServe has no way to push it.
 _READY_POLL_S = 0.1
 _DEVICE_LINE = re.compile(r"loaded on device=(\w+)")
@@ -54,6 +60,11 @@ class LocalPaths:
 
     def model_dir(self, model: str) -> Path:
         return self.directory / "models" / model
+
+    @property
+    def cache(self) -> Path:
+        """vLLM's compile cache (VLLM_CACHE_ROOT): kept across starts and deploys."""
+        return self.directory / "cache" / "vllm"
 
 
 @dataclass(frozen=True)
@@ -107,22 +118,25 @@ class LocalTarget:
             if current is not None:
                 if procs.is_running(current.pid, current.pid_start):
                     # One predictor per model: the running one is the answer ("already running at").
-                    return DeployOutcome(current, started=False, device=self.device(name))
+                    return DeployOutcome(current, started=False, device=current.device or self.device(name))
                 notes.append(f"{name}: pid {current.pid} is gone (stale record removed)")
                 del records[name]
-            installed = self.env.ensure(model.local.server, self.runner)
+            device = self._device(model)
+            installed = self.env.ensure(model.local.server, self.runner, gpu=device is not None and device.gpu)
             if installed:
                 notes.append(f"installed the predictor environment: {', '.join(installed)}")
             self._build(model)
-            record = self._start(model)
+            record = self._start(model, device)
             try:
                 self._wait_ready(record)
+                if record.server == "vllm":
+                    llm.warm_up(record.base_url, name)
             except BaseException:
                 # Never leave a half-started server behind, even on Ctrl-C.
                 procs.stop(record.pid, record.pid_start, grace_s=5.0)
                 raise
             records[name] = record
-        return DeployOutcome(record, started=True, notes=notes, device=self.device(name))
+        return DeployOutcome(record, started=True, notes=notes, device=record.device or self.device(name))
 
     def _local_model(self, name: str) -> ModelSpec:
         model = self.catalog.get(name)
@@ -138,35 +152,52 @@ class LocalTarget:
     def _build(self, model: ModelSpec) -> None:
         assert model.local.server is not None
         out = self.paths.model_dir(model.name)
-        if is_built(model.local.server, out):
+        if is_built(model.local.server, out, model.local.weights):
             return
-        self.runner.run(Command((str(self.env.python), "-m", "inferbox.local.artifacts", model.local.server, str(out)),
+        weights = [model.local.weights] if model.local.weights else []
+        self.runner.run(Command((str(self.env.python), "-m", "inferbox.local.artifacts", model.local.server, str(out),
+                                 *weights),
                                 env={"PYTHONPATH": str(self.paths.root), "HF_HUB_OFFLINE": "1"}, timeout=600))
 
-    def _start(self, model: ModelSpec) -> PredictorRecord:
+    def _device(self, model: ModelSpec) -> llm.Device | None:
+        """For the LLM server: the GPU when nvidia-smi sees one, else the CPU, with the dtype to use."""
+        if model.local.server != "vllm":
+            return None
+        return llm.choose_device(model, NvidiaSmi(self.runner).query())
+
+    def _start(self, model: ModelSpec, device: llm.Device | None) -> PredictorRecord:
         assert model.local.server is not None
         port = client.free_port()
-        argv = [str(self.env.python), "-m", "inferbox.local.server", "--model_name", model.name,
-                "--server", model.local.server, "--model-dir", str(self.paths.model_dir(model.name)),
-                "--http_port", str(port)]
+        env = self._predictor_env()
+        if device is not None:
+            argv = llm.server_argv(self.env.python, model, self.paths.model_dir(model.name), port, device)
+            env |= llm.server_env(self.paths.cache, device)
+        else:
+            argv = [str(self.env.python), "-m", "inferbox.local.server", "--model_name", model.name,
+                    "--server", model.local.server, "--model-dir", str(self.paths.model_dir(model.name)),
+                    "--http_port", str(port)]
         log = self.paths.log(model.name)
         log.parent.mkdir(parents=True, exist_ok=True)
         started_at = datetime.now(UTC).isoformat(timespec="seconds")
         log.write_text(f"# inferbox: {model.name} starting at {started_at}: {' '.join(argv)}\n")
-        pid = procs.spawn_detached(argv, log, self._predictor_env())
+        pid = procs.spawn_detached(argv, log, env)
         return PredictorRecord(model=model.name, server=model.local.server, pid=pid, pid_start=procs.start_ticks(pid),
                                http_port=port, host=client.LOOPBACK, started_at=started_at, log=str(log),
-                               model_dir=str(self.paths.model_dir(model.name)))
+                               model_dir=str(self.paths.model_dir(model.name)),
+                               device=device.describe() if device else None)
 
     def _wait_ready(self, record: PredictorRecord) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
+        timeout_s = max(self.startup_timeout_s, LLM_STARTUP_TIMEOUT_S) if record.server == "vllm" else \
+            self.startup_timeout_s
+        deadline = time.monotonic() + timeout_s
+        ready = llm.is_ready if record.server == "vllm" else client.is_ready
         while True:
-            if client.is_ready(record.http_port, record.model):
+            if ready(record.http_port, record.model):
                 return
             if not procs.is_running(record.pid, record.pid_start):
                 raise self._start_error(record, "the server exited during start-up")
             if time.monotonic() >= deadline:
-                raise self._start_error(record, f"not ready after {self.startup_timeout_s:.0f}s")
+                raise self._start_error(record, f"not ready after {timeout_s:.0f}s")
             time.sleep(_READY_POLL_S)
 
     def _start_error(self, record: PredictorRecord, reason: str) -> LocalStartError:
@@ -176,7 +207,11 @@ class LocalTarget:
         return LocalStartError(f"local predictor {record.model}: {reason}\n--- last lines of {record.log} ---\n{tail}")
 
     def device(self, name: str) -> str | None:
-        """The device a neural model reported it loaded on (from its log), None for others."""
+        """The device a neural model runs on: as inferbox chose it (the LLM), or as the model reported
+        loading on it (its log); None for others."""
+        record = self.state.read().get(name)
+        if record is not None and record.device:
+            return record.device
         found = _DEVICE_LINE.findall(procs.log_tail(self.paths.log(name), lines=400))
         return found[-1] if found else None
 
@@ -187,6 +222,15 @@ class LocalTarget:
             raise InferboxError(f"no local predictor runs for {name!r}: "
                                 f"{invoke(f'deploy-model {name} --target local')}")
         return record
+
+    def chat(self, name: str, prompt: str, *, max_tokens: int = 128,
+             on_text: Callable[[str], None] | None = None) -> llm.StreamedChat:
+        """Stream one chat completion from the model's local LLM server (see :func:`llm.stream_chat`)."""
+        record = self.running(name)
+        if record.server != "vllm":
+            raise InferboxError(f"{name} is not an LLM (it serves {', '.join(self.catalog.get(name).protocols)}): "
+                                f"{invoke(f'predict {name}')} sends it instances")
+        return llm.stream_chat(record.base_url, name, prompt, max_tokens=max_tokens, on_text=on_text)
 
     def predict(self, name: str, instances: list[Any] | None = None, *, timeout_s: float = 30.0) -> Prediction:
         """Send the same instances over V1 and V2; raise with the server's answer on an error."""

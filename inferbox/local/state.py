@@ -32,6 +32,7 @@ class PredictorRecord:
     started_at: str  # ISO 8601, UTC
     log: str
     model_dir: str
+    device: str | None = None  # what the server runs on, where inferbox chose it (vllm: "cpu, bfloat16")
 
     @property
     def base_url(self) -> str:

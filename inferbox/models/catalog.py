@@ -31,7 +31,7 @@ from inferbox.tenants.spec import DNS1035_LABEL, parse_quantity
 GPU_RESOURCE = "nvidia.com/gpu"
 STORAGE_SCHEMES = ("gs", "s3", "hf", "pvc", "https")
 Protocol = Literal["v1", "v2", "openai"]
-LocalServer = Literal["sklearn", "torch-mlp"]
+LocalServer = Literal["sklearn", "torch-mlp", "vllm"]
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,10 @@ RUNTIMES: dict[str, RuntimeTraits] = {
     "kserve-torchserve": RuntimeTraits("pytorch", frozenset({"v1", "v2"}), gpu=True, args=frozenset(),
                                        local_servers=frozenset({"torch-mlp"})),
     # The Hugging Face server speaks OpenAI (completions, chat, embeddings) besides v1/v2.
+    # Locally, vLLM's own OpenAI server: the engine the Hugging Face server runs (models/local-predictor/llm-*.txt).
     "kserve-huggingfaceserver": RuntimeTraits("huggingface", frozenset({"v1", "v2", "openai"}), gpu=True,
                                               args=frozenset({"max_model_len", "dtype", "task", "backend"}),
-                                              local_servers=frozenset()),
+                                              local_servers=frozenset({"vllm"})),
 }
 
 
@@ -153,13 +154,18 @@ class LocalTarget(_Strict):
     supported: bool
     server: LocalServer | None = Field(default=None, description="the local model class that serves it")
     reason: str | None = Field(default=None, description="why it cannot run locally")
+    weights: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*/[^/]+\.gguf$",
+                                description="vllm: PACKAGE/FILE.gguf, a GGUF file inside a package of the "
+                                            "predictor environment (models/local-predictor/llm-*.txt installs it)")
 
     @model_validator(mode="after")
     def _server_or_reason(self) -> LocalTarget:
         if self.supported and self.server is None:
-            raise ValueError("server: required when supported is true (sklearn or torch-mlp)")
+            raise ValueError("server: required when supported is true (sklearn, torch-mlp or vllm)")
         if not self.supported and (self.server is not None or not self.reason):
             raise ValueError("reason: required (and no server) when supported is false")
+        if (self.server == "vllm") != (self.weights is not None):
+            raise ValueError("weights: required for the vllm server, and only for it")
         return self
 
 

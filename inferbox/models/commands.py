@@ -9,6 +9,7 @@ cluster`` applies an InferenceService for a tenant.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from inferbox.k8s import Kube
 from inferbox.local.predictors import LocalTarget, Prediction, local_dir, local_target, stop_predictors
 from inferbox.models import deploy as cluster
 from inferbox.models.catalog import Catalog, default_catalog_path, load_catalog
+from inferbox.models.gateway import CHAT_PROMPT
 from inferbox.models.hosts import ingress_naming
 from inferbox.models.render import DeploymentMode, RenderOptions
 from inferbox.render import Renderer
@@ -101,6 +103,23 @@ def deploy(settings: Settings, name: str, *, target: Target, tenant: str | None 
 def predict_local(settings: Settings, name: str, *, data: str | None = None) -> Prediction:
     """Send the model's local predictor the same instances over V1 and V2."""
     return _local(settings).predict(name, parse_instances(data))
+
+
+def is_llm(settings: Settings, name: str) -> bool:
+    """An OpenAI-only model: `predict` streams a chat from it instead of sending instances."""
+    return set(load_models(settings).get(name).protocols) == {"openai"}
+
+
+def chat_local(settings: Settings, name: str, *, prompt: str | None, max_tokens: int,
+               on_text: Callable[[str], None]) -> str:
+    """Stream a chat answer from the model's local LLM server through ``on_text``; returns the
+    summary line: device, tokens (the server's count), time to first token and the decode rate."""
+    local = _local(settings)
+    chat = local.chat(name, prompt or CHAT_PROMPT, max_tokens=max_tokens, on_text=on_text)
+    rate = f"{chat.tokens_per_s:.1f} tokens/s" if chat.tokens_per_s is not None else "rate n/a"
+    ttft = f"{chat.first_token_s * 1000:.0f} ms" if chat.first_token_s is not None else "n/a"
+    return (f"{name} ({local.device(name) or 'device unknown'}): {chat.completion_tokens} tokens "
+            f"(finish: {chat.finish_reason}), time to first token {ttft}, {rate}")
 
 
 def predict_cluster(settings: Settings, name: str, *, tenant: str | None, data: str | None = None,

@@ -147,7 +147,7 @@ def test_in_cluster_needs_a_tenant_serving_the_model(make_settings: Callable[...
     with pytest.raises(ConfigError, match=re.escape("profiles.chat-smoke.tenants: names no tenant: pass --tenant")):
         run_loadtest(make_settings(), None, None, "chat-smoke", in_cluster=True, dry_run=True,
                      console=Console(file=io.StringIO()))
-    not_served = "tenants/tenant-a.yaml: models: qwen-small is not one of tenant-a's"
+    not_served = "tenants/tenant-a.yaml: models: smollm2-local is not one of tenant-a's"
     with pytest.raises(ConfigError, match=re.escape(not_served)):
         run_loadtest(make_settings(), None, "tenant-a", "chat-smoke", in_cluster=True, dry_run=True,
                      console=Console(file=io.StringIO()))

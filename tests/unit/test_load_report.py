@@ -20,6 +20,7 @@ from inferbox.errors import ConfigError
 from inferbox.load import report
 from inferbox.load.profiles import load_profiles
 from inferbox.load.summary import build_summary, comparison, find_summary, load_summary, write_summary
+from tests.browser import check_page, chromium
 
 PROFILES = load_profiles(PROJECT_ROOT / "load" / "profiles.yaml").profiles
 COLUMNS = ["Timestamp", "User Count", "Type", "Name", "Requests/s", "Failures/s", "50%", "66%", "75%", "80%", "90%",
@@ -196,3 +197,35 @@ def test_gpu_panel_says_why_there_is_nothing() -> None:
     assert "pass --prometheus-url" in (report.gpu_panel(None, 0, 1, target="cluster").message or "")
     closed = report.gpu_panel("http://127.0.0.1:9", 0, 60, target="cluster")
     assert (closed.message or "").startswith("GPU metrics unavailable from http://127.0.0.1:9")
+
+
+# -- the report in a real browser --------------------------------------------------------------------
+@pytest.mark.browser
+def test_report_renders_in_a_real_browser(tmp_path: Path, prometheus: str) -> None:
+    """Every plot (latency, throughput, LLM, GPU) loads and decodes; no console or page errors."""
+    chromium()
+    write_history(tmp_path / report.HISTORY_FILE, llm=True)
+    summary = summary_of("chat-smoke", result(block(50), {"openai:ttft_ms": block(50)}))
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    path = report.write_report(tmp_path, summary, report.gpu_panel(prometheus, 1_700_000_000.0, 1_700_000_060.0,
+                                                                   target="cluster"))
+    seen = check_page(path)
+    assert seen.problems == []
+    assert seen.title == "load test run-1"
+    assert set(seen.images) == {"latency.png", "throughput.png", "llm.png", "gpu.png"}
+    for name, (width, height) in seen.images.items():
+        # Every figure is drawn 9 x 3.6 inches at 100 dpi (report._figure).
+        assert width >= 900 and height >= 300, name
+
+
+@pytest.mark.browser
+def test_the_browser_check_sees_a_broken_plot(tmp_path: Path) -> None:
+    chromium()
+    write_history(tmp_path / report.HISTORY_FILE, llm=True)
+    summary = summary_of("chat-smoke", result(block(50), {"openai:ttft_ms": block(50)}))
+    path = report.write_report(tmp_path, summary, report.GpuPanel("no GPU metrics (local target)"))
+    (tmp_path / "llm.png").write_bytes(b"not a png")
+    (tmp_path / "throughput.png").unlink()
+    problems = "\n".join(check_page(path).problems)
+    assert "image llm.png did not load or decode" in problems
+    assert "HTTP 404" in problems and "throughput.png" in problems

