@@ -213,8 +213,9 @@ def predict(c: Context, name: str, target: str = "local", tenant: str | None = N
     with cli.exit_on_error():
         settings = cli.settings(context=context)
         if commands.parse_target(target) is commands.Target.CLUSTER:
-            lines = commands.predict_cluster(settings, name, tenant=tenant, data=data)
-        elif commands.is_llm(settings, name):
+            lines = commands.predict_cluster(settings, name, tenant=tenant, data=data, prompt=prompt,
+                                             max_tokens=max_tokens)
+        elif commands.is_llm(settings, name, data=data, prompt=prompt, max_tokens=max_tokens):
             summary = commands.chat_local(settings, name, prompt=prompt, max_tokens=max_tokens,
                                           on_text=lambda piece: cli.console.out(piece, end="", highlight=False))
             lines = ["", summary]

@@ -83,11 +83,15 @@ def endpoint_for(settings: Settings, selection: Selection, target: Target, *, ho
     model = selection.model.name
     routed = (ingress_naming(settings).isvc_host(model, selection.tenant)
               if target is Target.CLUSTER and selection.tenant else None)
+    local = local or local_target(settings, catalog, ShellRunner())
     if host is not None:
         base = check_host(host, i_own_this_host=i_own_this_host)
-        return Endpoint(base, routed, f"--host {base}")
+        # A local vLLM server named by its URL serves OpenAI at the root, as it does without --host.
+        servers = {record.base_url: record.server for record, _ in local.status()}
+        prefix = VLLM_OPENAI_PREFIX if servers.get(base) == "vllm" else KSERVE_OPENAI_PREFIX
+        return Endpoint(base, routed, f"--host {base}", openai_prefix=prefix)
     if target is Target.LOCAL:
-        record = (local or local_target(settings, catalog, ShellRunner())).running(model)
+        record = local.running(model)
         base = check_host(record.base_url)  # a local predictor is on loopback; say so if it ever is not
         prefix = VLLM_OPENAI_PREFIX if record.server == "vllm" else KSERVE_OPENAI_PREFIX
         return Endpoint(base, None, f"local predictor {model} (pid {record.pid})", openai_prefix=prefix)

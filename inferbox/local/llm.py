@@ -6,6 +6,8 @@ with the cluster's engine, the same OpenAI API and the same ``vllm:*`` metrics. 
 arguments are the catalog's, mapped from KServe's Hugging Face server flags to vLLM's:
 ``maxModelLen`` -> ``--max-model-len``, ``dtype`` -> ``--dtype`` (the GPU's ``args``, or the
 ``cpuFallback.args`` on the CPU, as a cluster deploy with ``--cpu-fallback`` would use them).
+``backend`` does not apply (the local engine is always vLLM); a ``task`` other than text
+generation is refused.
 
 The one difference in the API: KServe mounts the OpenAI routes under ``/openai`` and vLLM at the
 root, so the local chat is ``/v1/chat/completions`` (inferbox.load.target).
@@ -26,8 +28,9 @@ from inferbox.local import client
 from inferbox.models.catalog import ModelSpec
 from inferbox.tools.nvidia import GpuReport
 
-# vLLM's KV cache on the CPU, in GiB (VLLM_CPU_KVCACHE_SPACE, vllm/envs.py). A 135M model with
-# 2048-token sequences needs a few MiB per sequence: 1 GiB holds hundreds.
+# vLLM's KV cache on the CPU, in GiB (VLLM_CPU_KVCACHE_SPACE, vllm/envs.py). SmolLM2-135M in bfloat16
+# needs 22.5 KiB per token (30 layers x 3 KV heads x 64 x 2 x 2 B): 1 GiB holds about 46,000 tokens,
+# 22 full 2048-token sequences.
 CPU_KV_CACHE_GIB = 1
 # CPU flags that make bfloat16 fast in vLLM's CPU kernels; without them it is float32.
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -60,6 +63,9 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
 def choose_device(model: ModelSpec, gpus: GpuReport, flags: set[str] | None = None) -> Device:
     """The first GPU nvidia-smi lists with the model's ``args``; else the CPU with its CPU fallback's
     arguments, where ``auto`` (or no dtype) means bfloat16 on a CPU with bf16 instructions, else float32."""
+    if model.args.task not in (None, "text_generation"):
+        raise InferboxError(f"model {model.name!r}: the local LLM server generates text; task {model.args.task} "
+                            "runs on a cluster only")
     if gpus.gpus:
         args = model.args
         return Device(gpu=gpus.gpus[0].name, dtype=args.dtype or "auto", max_model_len=args.max_model_len)
@@ -152,6 +158,7 @@ def stream_chat(base_url: str, model: str, prompt: str, *, max_tokens: int = 128
     sdk = openai.OpenAI(base_url=f"{base_url}{prefix}/v1", api_key=os.environ.get("OPENAI_API_KEY", "unused"),
                         timeout=timeout_s, max_retries=0, default_headers=dict(headers or {}))
     result = StreamedChat(model)
+    where = f"{base_url}{prefix}{CHAT_PATH}"
     completions = sdk.chat.completions  # loaded lazily, in about half a second: not the server's time
     started = time.perf_counter()
     try:
@@ -177,11 +184,17 @@ def stream_chat(base_url: str, model: str, prompt: str, *, max_tokens: int = 128
                     if on_text is not None:
                         on_text(piece)
     except openai.APIStatusError as exc:
-        raise client.PredictError(f"openai {base_url}{prefix}{CHAT_PATH}: HTTP {exc.status_code}: "
-                                  f"{exc.response.text[:300]}") from None
+        raise client.PredictError(f"openai {where}: HTTP {exc.status_code}: {exc.response.text[:300]}") from None
     except openai.APIConnectionError as exc:
-        raise client.PredictError(f"openai {base_url}{prefix}{CHAT_PATH}: {exc.__cause__ or exc}") from None
+        raise client.PredictError(f"openai {where}: {exc.__cause__ or exc}") from None
+    except openai.APIError as exc:  # an error event inside the stream
+        raise client.PredictError(f"openai {where}: the server reported an error in the stream: {exc}") from None
+    except ValueError as exc:  # an event that is not JSON
+        raise client.PredictError(f"openai {where}: not an OpenAI event stream ({exc})") from None
     if not result.text:
-        raise InferboxError(f"openai {base_url}{prefix}{CHAT_PATH}: the stream carried no text "
-                            f"(finish reason {result.finish_reason})")
+        raise client.PredictError(f"openai {where}: the stream carried no text (finish reason {result.finish_reason})")
+    if result.completion_tokens is None:
+        # Asked for with include_usage, the usage chunk comes last: without it the stream was cut short.
+        raise client.PredictError(f"openai {where}: the stream ended before its usage (cut short?) after "
+                                  f"{len(result.chunks)} chunks: {result.text[:200]!r}")
     return result

@@ -126,15 +126,16 @@ class LocalTarget:
             if installed:
                 notes.append(f"installed the predictor environment: {', '.join(installed)}")
             self._build(model)
-            record = self._start(model, device)
-            try:
-                self._wait_ready(record)
-                if record.server == "vllm":
-                    llm.warm_up(record.base_url, name)
-            except BaseException:
-                # Never leave a half-started server behind, even on Ctrl-C.
-                procs.stop(record.pid, record.pid_start, grace_s=5.0)
-                raise
+            with procs.terminations_raise():
+                record = self._start(model, device)
+                try:
+                    self._wait_ready(record)
+                    if record.server == "vllm":
+                        self._warm_up(record)
+                except BaseException:
+                    # Never leave a half-started server behind, even on Ctrl-C or a SIGTERM.
+                    procs.stop(record.pid, record.pid_start, grace_s=5.0)
+                    raise
             records[name] = record
         return DeployOutcome(record, started=True, notes=notes, device=record.device or self.device(name))
 
@@ -199,6 +200,12 @@ class LocalTarget:
             if time.monotonic() >= deadline:
                 raise self._start_error(record, f"not ready after {timeout_s:.0f}s")
             time.sleep(_READY_POLL_S)
+
+    def _warm_up(self, record: PredictorRecord) -> None:
+        try:
+            llm.warm_up(record.base_url, record.model)
+        except InferboxError as exc:
+            raise self._start_error(record, f"ready, but its warm-up chat failed: {exc}") from None
 
     def _start_error(self, record: PredictorRecord, reason: str) -> LocalStartError:
         tail = procs.log_tail(Path(record.log))

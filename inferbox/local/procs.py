@@ -15,8 +15,9 @@ import contextlib
 import os
 import select
 import signal
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 _PROC = Path("/proc")
@@ -100,19 +101,67 @@ def _pidfd(pid: int) -> int | None:
         return None
 
 
-def stop(pid: int, started: int | None, grace_s: float = 10.0) -> bool:
-    """SIGTERM the process group (KServe shuts down gracefully), SIGKILL it after ``grace_s``.
+def group_members(pgid: int, started: int | None) -> list[int]:
+    """Live processes of the session ``pgid`` leads, started no earlier than it (Linux /proc).
 
-    Returns False when the process was already gone (nothing was signalled).
+    A model server's children (vLLM's engine and worker) outlive their leader when it is killed;
+    they keep its session and process group ids, which the start time tells apart from a reuse."""
+    members = []
+    for entry in _PROC.glob("[0-9]*/stat"):
+        try:
+            stat = entry.read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        state, pgrp, session, ticks = fields[0], int(fields[2]), int(fields[3]), int(fields[19])
+        if state != "Z" and pgrp == pgid and session == pgid and (started is None or ticks >= started):
+            members.append(int(entry.parent.name))
+    return members
+
+
+def stop(pid: int, started: int | None, grace_s: float = 10.0) -> bool:
+    """SIGTERM the process group (KServe and vLLM shut down gracefully), SIGKILL it after ``grace_s``;
+    also when the leader is gone but processes it started still run in its group.
+
+    Returns False when nothing of it was left (nothing was signalled).
     """
     if not is_running(pid, started):
-        return False
+        left = group_members(pid, started) if started is not None and _PROC.is_dir() else []
+        if not left:
+            return False
+        _signal_group(pid, signal.SIGTERM)
+        if not all(wait_exit(member, start_ticks(member), grace_s) for member in left):
+            _signal_group(pid, signal.SIGKILL)
+        return True
     _signal_group(pid, signal.SIGTERM)
     if not wait_exit(pid, started, grace_s):
         _signal_group(pid, signal.SIGKILL)
         wait_exit(pid, started, 5.0)
     _reap(pid)
+    for member in group_members(pid, started) if started is not None and _PROC.is_dir() else []:
+        # vLLM's engine and worker end after the server: wait for them, so their memory is free.
+        if not wait_exit(member, start_ticks(member), grace_s):
+            _signal_group(pid, signal.SIGKILL)
     return True
+
+
+@contextlib.contextmanager
+def terminations_raise() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise SystemExit (as Ctrl-C raises KeyboardInterrupt),
+    so a half-started server is stopped by the caller's cleanup instead of being left running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, _raise) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

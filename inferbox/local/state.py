@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from inferbox.errors import InferboxError
+from inferbox.locks import stderr_log
 
 STATE_VERSION = 1
 
@@ -50,7 +51,13 @@ class StateFile:
         """The records, under the lock; what the block leaves in the dict is written back."""
         self.directory.mkdir(parents=True, exist_ok=True)
         with open(self._lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                # Deploys hold it while they install and start a model (minutes for the LLM): say why we wait.
+                stderr_log(f"waiting for {self._lock_path}: another inferbox command is deploying or stopping a "
+                           "local predictor")
+                fcntl.flock(lock, fcntl.LOCK_EX)
             records = self.read()
             before = dict(records)
             yield records

@@ -265,6 +265,8 @@ class ModelSpec(_Strict):
         runtime = info.data.get("runtime", "")
         if value.server and runtime in RUNTIMES and value.server not in RUNTIMES[runtime].local_servers:
             raise ValueError(f"server {value.server!r} does not serve {RUNTIMES[runtime].model_format} models")
+        if value.server == "vllm" and info.data.get("protocols") not in (None, ["openai"]):
+            raise ValueError("server 'vllm' serves the OpenAI API only: protocols must be [openai]")
         return value
 
     @property

@@ -105,9 +105,23 @@ def predict_local(settings: Settings, name: str, *, data: str | None = None) -> 
     return _local(settings).predict(name, parse_instances(data))
 
 
-def is_llm(settings: Settings, name: str) -> bool:
-    """An OpenAI-only model: `predict` streams a chat from it instead of sending instances."""
-    return set(load_models(settings).get(name).protocols) == {"openai"}
+DEFAULT_MAX_TOKENS = 128
+
+
+def is_llm(settings: Settings, name: str, *, data: str | None = None, prompt: str | None = None,
+           max_tokens: int = DEFAULT_MAX_TOKENS) -> bool:
+    """An OpenAI-only model: `predict` streams a chat from it instead of sending instances. The
+    options must fit the kind of model: --data for instances, --prompt and --max-tokens for a chat."""
+    llm = set(load_models(settings).get(name).protocols) == {"openai"}
+    if llm and data is not None:
+        raise ConfigError("command line", [("data", f"{name} is an LLM: pass --prompt instead of instances")])
+    if not llm and (prompt is not None or max_tokens != DEFAULT_MAX_TOKENS):
+        raise ConfigError("command line", [("prompt", f"{name} takes instances (--data), not a prompt")])
+    if prompt is not None and not prompt.strip():
+        raise ConfigError("command line", [("prompt", "empty")])
+    if not 1 <= max_tokens <= 100_000:
+        raise ConfigError("command line", [("max-tokens", f"{max_tokens}: between 1 and 100000")])
+    return llm
 
 
 def chat_local(settings: Settings, name: str, *, prompt: str | None, max_tokens: int,
@@ -118,14 +132,20 @@ def chat_local(settings: Settings, name: str, *, prompt: str | None, max_tokens:
     chat = local.chat(name, prompt or CHAT_PROMPT, max_tokens=max_tokens, on_text=on_text)
     rate = f"{chat.tokens_per_s:.1f} tokens/s" if chat.tokens_per_s is not None else "rate n/a"
     ttft = f"{chat.first_token_s * 1000:.0f} ms" if chat.first_token_s is not None else "n/a"
-    return (f"{name} ({local.device(name) or 'device unknown'}): {chat.completion_tokens} tokens "
+    tokens = chat.completion_tokens
+    return (f"{name} ({local.device(name) or 'device unknown'}): {tokens} token{'' if tokens == 1 else 's'} "
             f"(finish: {chat.finish_reason}), time to first token {ttft}, {rate}")
 
 
 def predict_cluster(settings: Settings, name: str, *, tenant: str | None, data: str | None = None,
-                    kube: Kube | None = None) -> list[str]:
+                    kube: Kube | None = None, prompt: str | None = None,
+                    max_tokens: int = DEFAULT_MAX_TOKENS) -> list[str]:
     """Call a tenant's model through the Istio ingress gateway with a fresh token; one line per protocol."""
     from inferbox.models import gateway
+
+    if prompt is not None or max_tokens != DEFAULT_MAX_TOKENS:
+        raise ConfigError("command line", [("prompt", "--prompt and --max-tokens are for the local target's "
+                                                      "streamed chat")])
     from inferbox.tenants.app import token_for
 
     owner = model_tenant(settings, tenant)

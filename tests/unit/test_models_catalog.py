@@ -133,3 +133,10 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
     missing.write_text("models: [unclosed")
     with pytest.raises(ConfigError, match="<syntax>"):
         load_catalog(missing)
+
+
+def test_the_vllm_server_serves_openai_only(raw: dict[str, Any]) -> None:
+    raw["models"]["smollm2-local"]["protocols"] = ["v1", "openai"]
+    found = problems(raw)
+    assert found == [("models.smollm2-local.local",
+                      "server 'vllm' serves the OpenAI API only: protocols must be [openai]")], found
