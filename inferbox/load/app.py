@@ -24,11 +24,10 @@ from inferbox.load.profiles import Profile, ProfilesFile, default_profiles_path,
 from inferbox.load.runs import LoadTestOutcome, Selection, finish, issue_token, loadtests_dir, new_run_dir
 from inferbox.load.target import (
     GATEWAY_URL,
-    KSERVE_OPENAI_PREFIX,
-    VLLM_OPENAI_PREFIX,
     Endpoint,
     Target,
     check_host,
+    openai_prefix,
     parse_target,
     probe,
 )
@@ -88,13 +87,12 @@ def endpoint_for(settings: Settings, selection: Selection, target: Target, *, ho
         base = check_host(host, i_own_this_host=i_own_this_host)
         # A local vLLM server named by its URL serves OpenAI at the root, as it does without --host.
         servers = {record.base_url: record.server for record, _ in local.status()}
-        prefix = VLLM_OPENAI_PREFIX if servers.get(base) == "vllm" else KSERVE_OPENAI_PREFIX
-        return Endpoint(base, routed, f"--host {base}", openai_prefix=prefix)
+        return Endpoint(base, routed, f"--host {base}", openai_prefix=openai_prefix(servers.get(base)))
     if target is Target.LOCAL:
         record = local.running(model)
         base = check_host(record.base_url)  # a local predictor is on loopback; say so if it ever is not
-        prefix = VLLM_OPENAI_PREFIX if record.server == "vllm" else KSERVE_OPENAI_PREFIX
-        return Endpoint(base, None, f"local predictor {model} (pid {record.pid})", openai_prefix=prefix)
+        return Endpoint(base, None, f"local predictor {model} (pid {record.pid})",
+                        openai_prefix=openai_prefix(record.server))
     return Endpoint(GATEWAY_URL, routed, f"the platform's gateway (routing {routed})")
 
 

@@ -34,6 +34,11 @@ KSERVE_OPENAI_PREFIX = "/openai"
 VLLM_OPENAI_PREFIX = ""
 
 
+def openai_prefix(local_server: str | None) -> str:
+    """The OpenAI routes' prefix of a local predictor's server (None: not a local one, so KServe's)."""
+    return VLLM_OPENAI_PREFIX if local_server == "vllm" else KSERVE_OPENAI_PREFIX
+
+
 class Target(StrEnum):
     LOCAL = "local"
     CLUSTER = "cluster"

@@ -37,15 +37,20 @@ def spawn_detached(argv: Sequence[str], log_path: Path, env: Mapping[str, str]) 
         os.close(null_fd)
 
 
-def start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux), None where unknown or gone."""
+def _stat_fields(path: Path) -> list[str] | None:
+    """/proc/<pid>/stat from field 3 (state) on; None when the process is gone."""
     try:
-        stat = (_PROC / str(pid) / "stat").read_text()
+        stat = path.read_text()
     except OSError:
         return None
     # Field 2 (comm) may contain spaces and parentheses: split after its closing parenthesis.
-    fields = stat[stat.rindex(")") + 2:].split()
-    if fields[0] == "Z":  # a zombie has exited; only its exit status is left to collect
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), None where unknown or gone."""
+    fields = _stat_fields(_PROC / str(pid) / "stat")
+    if fields is None or fields[0] == "Z":  # a zombie has exited; only its exit status is left to collect
         return None
     return int(fields[19])
 
@@ -108,11 +113,9 @@ def group_members(pgid: int, started: int | None) -> list[int]:
     they keep its session and process group ids, which the start time tells apart from a reuse."""
     members = []
     for entry in _PROC.glob("[0-9]*/stat"):
-        try:
-            stat = entry.read_text()
-        except OSError:
+        fields = _stat_fields(entry)
+        if fields is None:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
         state, pgrp, session, ticks = fields[0], int(fields[2]), int(fields[3]), int(fields[19])
         if state != "Z" and pgrp == pgid and session == pgid and (started is None or ticks >= started):
             members.append(int(entry.parent.name))
@@ -125,24 +128,22 @@ def stop(pid: int, started: int | None, grace_s: float = 10.0) -> bool:
 
     Returns False when nothing of it was left (nothing was signalled).
     """
-    if not is_running(pid, started):
-        left = group_members(pid, started) if started is not None and _PROC.is_dir() else []
-        if not left:
-            return False
-        _signal_group(pid, signal.SIGTERM)
-        if not all(wait_exit(member, start_ticks(member), grace_s) for member in left):
-            _signal_group(pid, signal.SIGKILL)
-        return True
+    leader = is_running(pid, started)
+    if not leader and not _leftovers(pid, started):
+        return False
     _signal_group(pid, signal.SIGTERM)
-    if not wait_exit(pid, started, grace_s):
+    if leader and not wait_exit(pid, started, grace_s):
         _signal_group(pid, signal.SIGKILL)
         wait_exit(pid, started, 5.0)
     _reap(pid)
-    for member in group_members(pid, started) if started is not None and _PROC.is_dir() else []:
-        # vLLM's engine and worker end after the server: wait for them, so their memory is free.
-        if not wait_exit(member, start_ticks(member), grace_s):
-            _signal_group(pid, signal.SIGKILL)
+    # vLLM's engine and worker end after the server: wait for them, so their memory is free.
+    if not all(wait_exit(member, start_ticks(member), grace_s) for member in _leftovers(pid, started)):
+        _signal_group(pid, signal.SIGKILL)
     return True
+
+
+def _leftovers(pid: int, started: int | None) -> list[int]:
+    return group_members(pid, started) if started is not None and _PROC.is_dir() else []
 
 
 @contextlib.contextmanager

@@ -6,10 +6,9 @@ from __future__ import annotations
 import csv
 import json
 import math
-import threading
 import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from inferbox.load import report
 from inferbox.load.profiles import load_profiles
 from inferbox.load.summary import build_summary, comparison, find_summary, load_summary, write_summary
 from tests.browser import check_page, chromium
+from tests.loopback import http_server
 
 PROFILES = load_profiles(PROJECT_ROOT / "load" / "profiles.yaml").profiles
 COLUMNS = ["Timestamp", "User Count", "Type", "Name", "Requests/s", "Failures/s", "50%", "66%", "75%", "80%", "90%",
@@ -173,12 +173,8 @@ class FakePrometheus(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def prometheus() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakePrometheus)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with http_server(FakePrometheus) as url:
+        yield url
 
 
 def test_gpu_panel_queries_dcgm_over_the_run_window(tmp_path: Path, prometheus: str) -> None:

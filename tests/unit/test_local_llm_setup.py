@@ -8,10 +8,9 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 
@@ -27,6 +26,7 @@ from inferbox.models import commands
 from inferbox.models.catalog import default_catalog_path, load_catalog
 from inferbox.runner import RecordingRunner
 from inferbox.tools.nvidia import Gpu, GpuReport
+from tests.loopback import http_server
 
 CATALOG = load_catalog(default_catalog_path(PROJECT_ROOT))
 REQUIREMENTS = PROJECT_ROOT / "models" / "local-predictor"
@@ -167,12 +167,8 @@ USAGE = json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 0, 
 
 @pytest.fixture
 def odd_llm() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), OddLLM)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with http_server(OddLLM) as url:
+        yield url
 
 
 @pytest.mark.parametrize(("events", "expected"), [

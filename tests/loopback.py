@@ -1,0 +1,24 @@
+"""An HTTP server on 127.0.0.1 (a free port) in a thread, for the duration of a block: what the
+tests that play a peer (a model server, Prometheus, a folder of files) share."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@contextmanager
+def http_server(handler: type[BaseHTTPRequestHandler] | Callable[..., Any]) -> Iterator[str]:
+    """Serve with ``handler``; yields the base URL, ``http://127.0.0.1:PORT``."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
