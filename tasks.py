@@ -17,7 +17,10 @@ CLUSTER_HELP = {
     "context": "kubeconfig context to use (required with --provider existing)",
     "gpu": "auto (default: GPU phases when the doctor finds a usable NVIDIA GPU stack), on, or off",
     "knative": "also install Knative Serving (KServe's Knative mode: scale to zero, canaries)",
-    "monitoring": "install Prometheus/Grafana (default on; --no-monitoring to skip)",
+    "monitoring": "install Prometheus/Grafana, Jaeger and Kiali (default on; --no-monitoring to skip)",
+    "ai_gateway": "install Envoy Gateway and Envoy AI Gateway: the tenants' OpenAI endpoint, token budgets and "
+                  "JWKS endpoint (default on; --no-ai-gateway to skip)",
+    "trace_sampling": "percentage of requests traced by the mesh and the AI gateway, 0-100 (default 1)",
     "verbose": "log every command on stderr",
 }
 
@@ -48,16 +51,19 @@ def doctor(c: Context, provider: str | None = None, gpu: str | None = None, verb
             raise cli.Exit("doctor: blocking problems found (see each failing check's fix)", code=1)
 
 
-@task(help={**{k: CLUSTER_HELP[k] for k in ("provider", "cluster_name", "context", "gpu", "knative", "monitoring")},
+@task(help={**{k: CLUSTER_HELP[k] for k in ("provider", "cluster_name", "context", "gpu", "knative", "monitoring",
+                                          "ai_gateway", "trace_sampling")},
             "json": "print the plan as JSON instead of a table"})
 def plan(c: Context, provider: str | None = None, cluster_name: str | None = None, context: str | None = None,
-         gpu: str | None = None, knative: bool = False, monitoring: bool = True, json: bool = False) -> None:
+         gpu: str | None = None, knative: bool = False, monitoring: bool = True, ai_gateway: bool = True,
+         trace_sampling: float | None = None, json: bool = False) -> None:
     """Print the install plan: phases, parallel waves, pinned versions and health waits."""
     from inferbox.bootstrap import app
 
     with cli.exit_on_error():
         settings = cli.settings(provider=provider, cluster_name=cluster_name, context=context, gpu=gpu,
-                             knative=knative, monitoring=monitoring)
+                             knative=knative, monitoring=monitoring, ai_gateway=ai_gateway,
+                             trace_sampling_percent=trace_sampling)
         app.show_plan(settings, cli.console, as_json=json)
 
 
@@ -70,7 +76,8 @@ BUNDLE_HELP = ("install from this air-gapped bundle (made by `invoke bundle --ou
             "events": "write the JSON-lines event log here (default .inferbox/bootstrap-events.jsonl)",
             "skip_doctor": "do not run the preflight checks first"})
 def bootstrap(c: Context, provider: str | None = None, cluster_name: str | None = None, context: str | None = None,
-              gpu: str | None = None, knative: bool = False, monitoring: bool = True, dry_run: bool = False,
+              gpu: str | None = None, knative: bool = False, monitoring: bool = True, ai_gateway: bool = True,
+              trace_sampling: float | None = None, dry_run: bool = False,
               events: str | None = None, skip_doctor: bool = False, bundle: str | None = None,
               verbose: bool = False) -> None:
     """Create the cluster and install the platform, phase by phase, with health waits.
@@ -81,7 +88,8 @@ def bootstrap(c: Context, provider: str | None = None, cluster_name: str | None 
 
     with cli.exit_on_error():
         settings = cli.settings(provider=provider, cluster_name=cluster_name, context=context, gpu=gpu,
-                             knative=knative, monitoring=monitoring, dry_run=dry_run,
+                             knative=knative, monitoring=monitoring, ai_gateway=ai_gateway,
+                             trace_sampling_percent=trace_sampling, dry_run=dry_run,
                              event_log=Path(events) if events else None,
                              bundle=Path(bundle).resolve() if bundle is not None else None)
         if settings.event_log is None and not dry_run:
@@ -121,15 +129,16 @@ def bundle(c: Context, out: str | None = None, verbose: bool = False) -> None:
         app.bundle(settings, cli.console, Path(out).resolve() if out else settings.state_dir / "bundle")
 
 
-@task(help={k: CLUSTER_HELP[k] for k in ("provider", "cluster_name", "context", "gpu", "knative", "monitoring")})
+@task(help={k: CLUSTER_HELP[k] for k in ("provider", "cluster_name", "context", "gpu", "knative", "monitoring",
+                                         "ai_gateway")})
 def status(c: Context, provider: str | None = None, cluster_name: str | None = None, context: str | None = None,
-           gpu: str | None = None, knative: bool = False, monitoring: bool = True) -> None:
+           gpu: str | None = None, knative: bool = False, monitoring: bool = True, ai_gateway: bool = True) -> None:
     """Show installed phases, live chart versions against the pins (drift in red) and readiness."""
     from inferbox.bootstrap import app
 
     with cli.exit_on_error():
         settings = cli.settings(provider=provider, cluster_name=cluster_name, context=context, gpu=gpu,
-                             knative=knative, monitoring=monitoring)
+                             knative=knative, monitoring=monitoring, ai_gateway=ai_gateway)
         app.status(settings, cli.console)
 
 
@@ -275,6 +284,8 @@ def models(c: Context) -> None:
 
 
 KUBE_HELP = {k: CLUSTER_HELP[k] for k in ("provider", "cluster_name", "context")}
+JWKS_HELP = ("remote (default with the AI gateway: sidecars and gateway fetch its JWKS endpoint, so a key "
+             "rotation needs no re-apply) or inline (the keys in every policy; the only choice without it)")
 TENANT_KNATIVE_HELP = ("admit Knative's activator and autoscaler (Knative mode); tenants-apply turns it on by itself "
                        "when the cluster runs KnativeServing")
 
@@ -284,10 +295,11 @@ TENANT_KNATIVE_HELP = ("admit Knative's activator and autoscaler (Knative mode);
             "dry_run": "ask the API server what would change (server-side dry-run apply); change nothing",
             "crds": "also validate custom resources against the CRD YAML under this folder before applying",
             "knative": TENANT_KNATIVE_HELP,
+            "jwks": JWKS_HELP,
             "verbose": "log every API call failure on stderr"})
 def tenants_apply(c: Context, tenant: str | None = None, dry_run: bool = False, crds: str | None = None,
                   provider: str | None = None, cluster_name: str | None = None, context: str | None = None,
-                  knative: bool = False, verbose: bool = False) -> None:
+                  knative: bool = False, jwks: str | None = None, verbose: bool = False) -> None:
     """Make the cluster match tenants/*.yaml: server-side apply, prune what a tenant dropped, report each object."""
     from inferbox.tenants import app
 
@@ -295,16 +307,21 @@ def tenants_apply(c: Context, tenant: str | None = None, dry_run: bool = False, 
         settings = cli.settings(provider=provider, cluster_name=cluster_name, context=context, knative=knative)
         cli.setup_logging(settings.state_dir, verbose=verbose)
         app.tenants_apply(settings, cli.console, tenant=tenant, dry_run=dry_run,
-                          crds=[Path(crds)] if crds else ())
+                          crds=[Path(crds)] if crds else (), jwks=jwks)
 
 
-@task(help={"tenant": "only this tenant", "knative": TENANT_KNATIVE_HELP})
-def tenants_render(c: Context, tenant: str | None = None, knative: bool = False) -> None:
+@task(help={"tenant": "only this tenant", "knative": TENANT_KNATIVE_HELP,
+            "ai_gateway": "render for a cluster with the AI gateway (default on; --no-ai-gateway: without)",
+            "monitoring": "render for a cluster with monitoring (default on; --no-monitoring: without)",
+            "jwks": JWKS_HELP})
+def tenants_render(c: Context, tenant: str | None = None, knative: bool = False, ai_gateway: bool = True,
+                   monitoring: bool = True, jwks: str | None = None) -> None:
     """Print the YAML tenants-apply would apply (needs no cluster; uses the keyring's public keys)."""
     from inferbox.tenants import app
 
     with cli.exit_on_error():
-        print(app.tenants_render(cli.settings(knative=knative), tenant=tenant), end="")
+        settings = cli.settings(knative=knative, ai_gateway=ai_gateway, monitoring=monitoring)
+        print(app.tenants_render(settings, tenant=tenant, jwks_mode=jwks), end="")
 
 
 @task(iterable=["model", "subject", "group"],
@@ -384,31 +401,53 @@ def token(c: Context, tenant: str, subject: str | None = None, ttl: str = "15m",
             "model": "the model to call; default the tenant's first model",
             "host": "Host header; default the InferenceService's host as KServe names it "
                     "(<model>-<tenant>.example.com with the shipped helm-values/kserve.yaml)",
-            "timeout": "seconds per request; default 10"})
+            "timeout": "seconds per request; default 10",
+            "ai": "also check the tenant's OpenAI endpoint on the AI gateway (default on; --no-ai: only the mesh "
+                  "path, e.g. after bootstrap --no-ai-gateway)",
+            "ai_base_url": "the AI gateway (Service inferbox-ai in envoy-gateway-system, port 80) as forwarded to "
+                           "this machine; default http://127.0.0.1:8081, e.g. after `kubectl -n envoy-gateway-system "
+                           "port-forward svc/inferbox-ai 8081:80`",
+            "ai_host": "Host header on the AI gateway; default the tenant's OpenAI host, <tenant>.ai.<domain> "
+                       "(tenant-a.ai.example.com)",
+            "ai_model": "the OpenAI model the allowed requests name; default the tenant's first OpenAI model (a "
+                        "model it may not use is taken from the catalog)",
+            "ai_budget": "end with chat requests until the tenant's smallest token budget answers 429 (default "
+                         "on; it spends the budget for the rest of its window; --no-ai-budget skips it)",
+            "ai_budget_timeout": "seconds the over-budget case may take before it fails; default 120"})
 def verify_isolation(c: Context, base_url: str = "http://localhost:8080", tenant: str = "tenant-a",
                      other_tenant: str = "tenant-b", model: str | None = None, host: str | None = None,
-                     timeout: float = 10.0) -> None:
-    """Call a tenant's model with good and bad tokens through the gateway; expected vs observed status."""
+                     timeout: float = 10.0, ai: bool = True, ai_base_url: str = "http://127.0.0.1:8081",
+                     ai_host: str | None = None, ai_model: str | None = None, ai_budget: bool = True,
+                     ai_budget_timeout: float = 120.0) -> None:
+    """Call a tenant's model with good and bad tokens through the gateway and the AI gateway; expected vs observed."""
     from inferbox.tenants import app
 
     with cli.exit_on_error():
         app.verify_isolation(cli.settings(), cli.console, base_url=base_url, tenant=tenant,
-                             other_tenant=other_tenant, model=model, host=host, timeout_s=timeout)
+                             other_tenant=other_tenant, model=model, host=host, timeout_s=timeout, ai=ai,
+                             ai_base_url=ai_base_url, ai_host=ai_host, ai_model=ai_model, ai_budget=ai_budget,
+                             ai_budget_timeout_s=ai_budget_timeout)
 
 
 @task(help={**KUBE_HELP,
             "grafana_port": "local port for Grafana on 127.0.0.1 (default 3000; 0 picks a free one)",
             "prometheus_port": "local port for Prometheus on 127.0.0.1 (default 9090; 0 picks a free one)",
+            "jaeger_port": "local port for Jaeger's query UI on 127.0.0.1, where it is installed (default 16686, "
+                           "where invoke loadtest --trace links; 0 picks a free one)",
+            "kiali_port": "local port for Kiali on 127.0.0.1, where it is installed (default 20001; 0 picks a free "
+                          "one); it is served under /kiali",
             "verbose": "log every API call failure on stderr"})
-def dashboards(c: Context, grafana_port: int = 3000, prometheus_port: int = 9090, provider: str | None = None,
-               cluster_name: str | None = None, context: str | None = None, verbose: bool = False) -> None:
-    """Port-forward Grafana and Prometheus, print their URLs and the Grafana admin login; Ctrl-C stops."""
+def dashboards(c: Context, grafana_port: int = 3000, prometheus_port: int = 9090, jaeger_port: int = 16686,
+               kiali_port: int = 20001, provider: str | None = None, cluster_name: str | None = None,
+               context: str | None = None, verbose: bool = False) -> None:
+    """Port-forward Grafana, Prometheus, Jaeger and Kiali; print their URLs and logins; Ctrl-C stops."""
     from inferbox.observability.dashboards import open_dashboards
 
     with cli.exit_on_error():
         settings = cli.settings(provider=provider, cluster_name=cluster_name, context=context)
         cli.setup_logging(settings.state_dir, verbose=verbose)
-        open_dashboards(settings, cli.console, grafana_port=grafana_port, prometheus_port=prometheus_port)
+        open_dashboards(settings, cli.console, grafana_port=grafana_port, prometheus_port=prometheus_port,
+                        jaeger_port=jaeger_port, kiali_port=kiali_port)
 
 
 @task(help={"namespace": "render into this namespace instead of the monitoring phase's"})
@@ -455,6 +494,9 @@ LOAD_HELP = {
     "in_cluster": "run Locust inside the cluster (namespace loadtest: master and worker Jobs), then collect the "
                   "results into the run folder",
     "dry_run": "with --in-cluster: print the validated manifests instead of applying them",
+    "trace": "send every request with a sampled W3C traceparent (a fresh trace id each) and "
+             "x-inferbox-loadtest: <run>; the trace ids go to the run's traces.txt and the summary prints their "
+             "Jaeger URLs (http://127.0.0.1:16686 after invoke dashboards)",
     "context": "kubeconfig context (default: the platform's, kind-inferbox)",
     "verbose": "log every command on stderr",
 }
@@ -464,7 +506,7 @@ LOAD_HELP = {
 def loadtest(c: Context, profile: str = "smoke", model: str | None = None, tenant: str | None = None,
              target: str = "local", workers: int = 0, host: str | None = None, i_own_this_host: bool = False,
              compare: str | None = None, prometheus_url: str | None = None, in_cluster: bool = False,
-             dry_run: bool = False, context: str | None = None, verbose: bool = False) -> None:
+             dry_run: bool = False, trace: bool = False, context: str | None = None, verbose: bool = False) -> None:
     """Load-test a model with Locust: a profile's bounded load, SLO verdicts, a report with plots.
 
     Exits 1 naming the SLO when one is breached. Results: .inferbox/loadtests/<timestamp>-<model>-<profile>/.
@@ -476,7 +518,7 @@ def loadtest(c: Context, profile: str = "smoke", model: str | None = None, tenan
         cli.setup_logging(settings.state_dir, verbose=verbose)
         run_loadtest(settings, model, tenant, profile, target=target, workers=workers, host=host, compare=compare,
                      console=cli.console, i_own_this_host=i_own_this_host, prometheus_url=prometheus_url,
-                     in_cluster=in_cluster, dry_run=dry_run)
+                     in_cluster=in_cluster, dry_run=dry_run, trace=trace)
 
 
 @task(help={"profile": "show only this profile"}, auto_shortflags=False)

@@ -121,6 +121,11 @@ class Charts(_Strict):
     kube_prometheus_stack: ChartPin = Field(alias="kube-prometheus-stack")
     nvidia_device_plugin: ChartPin = Field(alias="nvidia-device-plugin")
     dcgm_exporter: ChartPin = Field(alias="dcgm-exporter")
+    envoy_gateway: ChartPin = Field(alias="envoy-gateway")
+    ai_gateway_crds: ChartPin = Field(alias="ai-gateway-crds")
+    ai_gateway: ChartPin = Field(alias="ai-gateway")
+    jaeger: ChartPin
+    kiali_server: ChartPin = Field(alias="kiali-server")
 
     def by_key(self, key: str) -> ChartPin:
         """The pin for a versions.toml key such as ``"cert-manager"``."""
@@ -136,6 +141,12 @@ class Charts(_Strict):
 
 class KnativePin(_Strict):
     serving_version: Version
+
+
+class AiGatewayPin(_Strict):
+    """What the AI gateway phases run besides their charts: the Redis its global rate limit counts in."""
+
+    redis_image: str = Field(pattern=r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+:[A-Za-z0-9._-]+$")
 
 
 class GpuPin(_Strict):
@@ -183,6 +194,7 @@ class Versions(_Strict):
     tools: Tools
     charts: Charts
     knative: KnativePin
+    aigateway: AiGatewayPin
     gpu: GpuPin
     testenv: TestenvPin
     lint: LintPin
@@ -259,6 +271,11 @@ class Settings:
     gpu: GpuMode = GpuMode.AUTO
     knative: bool = False
     monitoring: bool = True
+    # Envoy Gateway + Envoy AI Gateway (the OpenAI endpoint, token budgets) and its Redis.
+    ai_gateway: bool = True
+    # The one place trace sampling is set: Istio's Telemetry and the AI gateway's Envoy both
+    # sample this percentage of requests (a traced load test forces sampling on its own).
+    trace_sampling_percent: float = 1.0
     dry_run: bool = False
     bin_dir: Path = field(default=Path())
     state_dir: Path = field(default=Path())
@@ -304,6 +321,13 @@ def build_settings(root: Path, **overrides: Any) -> Settings:
             except ValueError:
                 choices = ", ".join(m.value for m in enum)
                 raise ConfigError("command line", [(key, f"{defaults[key]!r} is not one of {choices}")]) from None
+    if (sampling := defaults.get("trace_sampling_percent")) is not None:
+        try:
+            defaults["trace_sampling_percent"] = percent = float(sampling)
+        except ValueError:
+            percent = -1.0
+        if not 0 <= percent <= 100:  # also NaN
+            raise ConfigError("command line", [("trace-sampling", f"{sampling!r} is not a percentage from 0 to 100")])
     if defaults.get("provider") is Provider.EXISTING and not defaults.get("context"):
         # Refused here, at the edge, before any task runs (bootstrap, plan, status, teardown alike).
         raise ConfigError("command line", [("context", "--provider existing needs --context <kubeconfig context>: "

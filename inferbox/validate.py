@@ -307,9 +307,15 @@ class SchemaValidator:
         return report
 
 
+# Groups under k8s.io that Kubernetes does not serve itself: their kinds come from CRDs
+# (Gateway API: kubernetes-sigs/gateway-api config/crd; the Gateway API Inference Extension).
+CRD_K8S_GROUPS = frozenset({"gateway.networking.k8s.io", "inference.networking.k8s.io",
+                            "snapshot.storage.k8s.io"})
+
+
 def _is_core_group(group: str) -> bool:
     # Kubernetes' own groups: "" (core), dotless ones (apps, batch, policy, ...) and *.k8s.io.
-    return "." not in group or group.endswith(".k8s.io")
+    return "." not in group or (group.endswith(".k8s.io") and group not in CRD_K8S_GROUPS)
 
 
 def _message(err: ValidationError) -> str:

@@ -89,6 +89,23 @@ def ready_condition(obj: dict[str, Any]) -> bool:
     return _observed(obj) and condition_true(obj, "Ready")
 
 
+def condition_check(name: str) -> Predicate:
+    """``name`` True on an object the controller has caught up with: ``ready_condition`` for
+    "Ready"; Gateway API objects carry observedGeneration on each condition instead."""
+    if name == "Ready":
+        return ready_condition
+
+    def check(obj: dict[str, Any]) -> bool:
+        generation = (obj.get("metadata") or {}).get("generation")
+        for cond in (obj.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == name:
+                seen = cond.get("observedGeneration")
+                return cond.get("status") == "True" and (generation is None or seen is None or seen >= generation)
+        return False
+
+    return check
+
+
 @dataclass(frozen=True)
 class _Target:
     ref: ObjectRef
@@ -136,7 +153,7 @@ class Waiter:
             return
         if check.kind in (CheckKind.CONDITION_READY, CheckKind.RESOURCE_EXISTS):
             assert check.api_version and check.resource_kind, f"{check.kind} needs api_version and resource_kind"
-            predicate = ready_condition if check.kind is CheckKind.CONDITION_READY else _exists
+            predicate = condition_check(check.condition) if check.kind is CheckKind.CONDITION_READY else _exists
             target = _Target(ObjectRef(check.api_version, check.resource_kind, check.name, check.namespace),
                              predicate)
         else:
@@ -414,7 +431,7 @@ def is_ready_now(kube: Kube, check: HealthCheck) -> bool:
     if check.kind in (CheckKind.CONDITION_READY, CheckKind.RESOURCE_EXISTS):
         assert check.api_version and check.resource_kind
         obj = kube.get(ObjectRef(check.api_version, check.resource_kind, check.name, check.namespace))
-        return obj is not None and (check.kind is CheckKind.RESOURCE_EXISTS or ready_condition(obj))
+        return obj is not None and (check.kind is CheckKind.RESOURCE_EXISTS or condition_check(check.condition)(obj))
     api_version, kind, predicate, _ = _TARGETS[check.kind]
     obj = kube.get(ObjectRef(api_version, kind, check.name, check.namespace))
     try:

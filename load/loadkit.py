@@ -14,6 +14,11 @@ Bounds, enforced here whatever Locust is told:
   the single process) ends the run once ``max_requests`` have been counted;
 * time: ``--run-time`` (or the step shape's end), and a backstop that ends the run 30 s later.
 
+Traced runs (``invoke loadtest --trace``: ``trace_run_id`` in the configuration): every request
+gets a W3C ``traceparent`` with a fresh trace id and the sampled flag (01), and
+``x-inferbox-loadtest: <run id>``; the master (or the single process) appends every trace id sent
+to ``traces.txt`` in the output folder, one a line (workers ship theirs with their stats).
+
 The master (or the single process) writes ``progress.json`` every second while the run lasts and
 ``locust-result.json`` at the end: request totals and percentiles over the real requests only,
 every endpoint, every custom metric. The percentiles there are exact: every sample is kept at full
@@ -30,6 +35,7 @@ import json
 import math
 import os
 import random
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +61,8 @@ ITL = "openai:itl_ms"
 TOKENS_PER_S = "openai:tokens_per_s"
 COMPLETION_TOKENS = "openai:completion_tokens"
 BACKSTOP_GRACE_S = 30.0
+TRACES_FILE = "traces.txt"
+RUN_HEADER = "x-inferbox-loadtest"
 PERCENTILES = (0.5, 0.66, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0)
 
 # Fisher's iris data, per class: feature means and standard deviations (sepal length, sepal width,
@@ -120,6 +128,7 @@ class Config:
     openai_model: str | None = None
     # KServe mounts the OpenAI routes under /openai; vLLM's own server (the local target) at the root.
     openai_prefix: str = "/openai"
+    trace_run_id: str | None = None  # set: every request carries a sampled traceparent and the run header
 
     @classmethod
     def load(cls) -> Config:
@@ -157,6 +166,55 @@ def headers() -> dict[str, str]:
     return result
 
 
+# -- trace context -------------------------------------------------------------------------------
+def traceparent() -> tuple[str, str]:
+    """A W3C traceparent (version 00, sampled) with a fresh random trace id, and that id."""
+    trace_id = secrets.token_hex(16)
+    while trace_id == "0" * 32:  # all zeros is invalid (W3C Trace Context 3.2.2.3)
+        trace_id = secrets.token_hex(16)
+    parent_id = secrets.token_hex(8)
+    while parent_id == "0" * 16:
+        parent_id = secrets.token_hex(8)
+    return f"00-{trace_id}-{parent_id}-01", trace_id
+
+
+@dataclass
+class TraceLog:
+    """The trace ids sent, not yet written (or shipped to the master), and how many in all."""
+
+    pending: list[str] = field(default_factory=list)
+    count: int = 0
+
+    def record(self, trace_id: str) -> None:
+        self.pending.append(trace_id)
+
+    def take(self) -> list[str]:
+        taken, self.pending = self.pending, []
+        return taken
+
+    def flush(self) -> None:
+        """Append what is pending to traces.txt (the master or the single process only)."""
+        if not self.pending or not CONFIG.output_dir:
+            return
+        taken = self.take()
+        with (Path(CONFIG.output_dir) / TRACES_FILE).open("a") as out:
+            out.write("".join(f"{trace_id}\n" for trace_id in taken))
+        self.count += len(taken)
+
+
+TRACES = TraceLog()
+
+
+def traced(request_headers: dict[str, str]) -> dict[str, str]:
+    """The headers of one request: with ``trace_run_id``, a fresh sampled traceparent and the
+    run header added (and the trace id recorded); else as given."""
+    if not CONFIG.trace_run_id:
+        return request_headers
+    header, trace_id = traceparent()
+    TRACES.record(trace_id)
+    return {**request_headers, "traceparent": header, RUN_HEADER: CONFIG.trace_run_id}
+
+
 # -- payloads ------------------------------------------------------------------------------------
 def iris_rows(rng: random.Random) -> list[list[float]]:
     """1..n iris-like rows, each drawn around one class's means (so every class is asked for)."""
@@ -192,7 +250,7 @@ def chat_body(rng: random.Random) -> dict[str, Any]:
 def post_judged(client: Any, path: str, body: dict[str, Any], request_headers: dict[str, str],
                 judge: Callable[[Any], str | None]) -> None:
     """POST ``body``; the request fails with ``judge``'s reason, if it gives one (a bare 200 is not enough)."""
-    with client.post(path, data=json.dumps(body), headers=request_headers, catch_response=True) as response:
+    with client.post(path, data=json.dumps(body), headers=traced(request_headers), catch_response=True) as response:
         problem = judge(response)
         if problem:
             response.failure(problem)
@@ -252,12 +310,15 @@ def _on_request(request_type: str, name: str, response_time: float | None, **_: 
 @events.report_to_master.add_listener
 def _ship_samples(client_id: str, data: dict[str, Any], **_: Any) -> None:
     data["inferbox_samples"] = SAMPLES.take()
+    if CONFIG.trace_run_id:
+        data["inferbox_traces"] = TRACES.take()
 
 
 @events.worker_report.add_listener
 def _gather_samples(client_id: str, data: dict[str, Any], **_: Any) -> None:
     SAMPLES.workers.add(client_id)
     SAMPLES.merge(data.get("inferbox_samples") or {})
+    TRACES.pending.extend(data.get("inferbox_traces") or [])
 
 
 # -- bounds --------------------------------------------------------------------------------------
@@ -314,6 +375,7 @@ def _monitor(environment: Environment) -> None:
     """Once a second: write progress, end the run at max_requests or past the duration backstop."""
     while True:
         gevent.sleep(1.0)  # a progress tick, not a wait for a condition
+        TRACES.flush()
         totals = real_requests(environment)
         _write_progress(environment, totals)
         if totals.num_requests >= CONFIG.max_requests:
@@ -328,6 +390,7 @@ def _on_quit(exit_code: int, **_: Any) -> None:
     environment = CONTROL.environment
     if environment is None or isinstance(environment.runner, WorkerRunner) or not CONFIG.output_dir:
         return
+    TRACES.flush()
     _write_json(RESULT_FILE, result(environment, exit_code))
 
 
@@ -387,6 +450,8 @@ def result(environment: Environment, exit_code: int) -> dict[str, Any]:
                     for e in stats.entries.values() if e.method == METRIC},
         "errors": [{"method": e.method, "name": e.name, "error": str(e.error), "occurrences": e.occurrences}
                    for e in list(stats.errors.values())[:50]],
+        **({"tracing": {"run_id": CONFIG.trace_run_id, "header": RUN_HEADER, "requests": TRACES.count,
+                        "file": TRACES_FILE}} if CONFIG.trace_run_id else {}),
     }
 
 

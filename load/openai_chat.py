@@ -40,7 +40,7 @@ class OpenAIChatUser(FastHttpUser):
         loadkit.CONTROL.spend()
         body = loadkit.chat_body(self.rng)
         started = time.perf_counter()
-        with self.client.post(PATH, data=json.dumps(body), headers=self.request_headers, stream=True,
+        with self.client.post(PATH, data=json.dumps(body), headers=loadkit.traced(self.request_headers), stream=True,
                               catch_response=True) as response:
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")

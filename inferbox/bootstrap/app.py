@@ -89,8 +89,10 @@ def full_plan_settings(settings: Settings) -> Settings:
 
 def manifest_context(settings: Settings) -> dict[str, Any]:
     """The context the phases' own templates (manifests/) are rendered with."""
+    from inferbox.aigateway import gateway_context
+
     return {"serving_version": settings.versions.knative.serving_version, "gateway_namespace": GATEWAY_NAMESPACE,
-            **observability_context(settings)}
+            **observability_context(settings), **gateway_context(settings)}
 
 
 def _render_helm(settings: Settings) -> Helm:

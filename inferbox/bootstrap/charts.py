@@ -205,6 +205,7 @@ class ChartStore:
 # accept (e.g. istiod's `mergeOverwrite $originalMesh .Values.meshConfig`, configmap.yaml@1.30.3).
 _PASSTHROUGH_FUNCS = r"(?:toYaml|toJson|toPrettyJson|toRawJson|mergeOverwrite|mustMergeOverwrite|merge|mustMerge|tpl)"
 _ACTION = re.compile(r"{{-?(.*?)-?}}", re.S)
+_HELD_VALUES = re.compile(r"\$(\w+)\s*:=\s*(?:omit\s+|deepCopy\s+)?\$?\.Values((?:\.[A-Za-z_][\w-]*)*)")
 _VALUES_PATH = re.compile(r"\$?\.Values((?:\.[A-Za-z_][\w-]*)+)")
 # `(.Values).a.b` and `(.Values.a).b`: nil-safe reads, as istiod's templates make them.
 _PAREN_VALUES = re.compile(r"\(\$?\.Values((?:\.[A-Za-z_][\w-]*)*)\)((?:\.[A-Za-z_][\w-]*)+)")
@@ -338,9 +339,15 @@ def _passthrough_paths(templates: str) -> set[str]:
     shared between charts (Istio's profile machinery merges it into itself), not a subtree a
     template consumes."""
     paths: set[str] = set()
+    # A subtree first held in a variable and handed on from there: `$user := .Values.config.x`
+    # then `merge $user $base` (gateway-helm templates/envoy-gateway-config.yaml@v1.9.0), or
+    # `$cm := omit .Values "k"` then `toYaml $cm` (the whole values: kiali-server
+    # templates/configmap.yaml@v2.26.0).
+    held = {name: path.lstrip(".") for name, path in _HELD_VALUES.findall(templates)}
     for action in _ACTION.findall(templates):
         if re.search(rf"\b{_PASSTHROUGH_FUNCS}\b", action):
             paths.update(p.lstrip(".") for p in _VALUES_PATH.findall(action))
+            paths.update(path for name, path in held.items() if re.search(rf"\${name}\b(?!\s*:?=)", action))
     for match in _WITH.finditer(templates):
         # `{{ with .Values.x }} ... toYaml . ...`: the block hands the whole subtree on.
         if re.search(r"\b(?:toYaml|toJson)\s+\.\s", templates[match.end():match.end() + 400]):
@@ -360,6 +367,8 @@ def unknown_values(values: Mapping[str, Any], chart: ChartInfo) -> list[str]:
     (``nodeSelector: {}``) or under a subtree a template takes whole (``toYaml .Values.x``).
     List items are checked against the keys of the default list's items.
     """
+    if "" in chart.passthrough:
+        return []  # the whole values handed on (kiali-server's ConfigMap): nothing to check here
     found: list[str] = []
     refs = set(chart.referenced) | {r for sub in _all_subcharts(chart) for r in sub.referenced
                                     if r.startswith("global.")}

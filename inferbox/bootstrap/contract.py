@@ -355,6 +355,12 @@ def _operator_made(render: PhaseRender, kind: str, name: str, namespace: str | N
     """
     if kind == "StatefulSet" and name.startswith("prometheus-"):
         return render.find("Prometheus", name.removeprefix("prometheus-"), namespace) is not None
+    if kind == "Deployment" and name == "envoy-ratelimit":
+        # Envoy Gateway runs its rate-limit service when its configuration (the rendered ConfigMap
+        # envoy-gateway-config) sets rateLimit (gateway internal/infrastructure/runner/runner.go@v1.9.0).
+        config = render.find("ConfigMap", "envoy-gateway-config", namespace)
+        text = str(((config.obj if config else {}).get("data") or {}).get("envoy-gateway.yaml", ""))
+        return bool((yaml.load(text, Loader=YamlLoader) or {}).get("rateLimit")) if text else False
     return False
 
 
@@ -464,7 +470,9 @@ def mutable_image(image: str) -> bool:
 
 # An image handed to a container as an argument, e.g. prometheus-operator's
 # --prometheus-config-reloader=quay.io/prometheus-operator/prometheus-config-reloader:v0.93.0.
-_ARG_IMAGE = re.compile(r"^--[\w-]*image[\w-]*=|^--prometheus-config-reloader=")
+# Case-insensitive: the AI gateway's controller takes `--extProcImage=` (ai-gateway
+# manifests/charts/ai-gateway-helm/templates/deployment.yaml@v1.1.0).
+_ARG_IMAGE = re.compile(r"^--[\w-]*image[\w-]*=|^--prometheus-config-reloader=", re.I)
 
 
 def _images(obj: Any) -> Iterator[str]:
@@ -481,6 +489,11 @@ def _images(obj: Any) -> Iterator[str]:
             elif isinstance(value, str) and value.lstrip().startswith("{"):
                 with contextlib.suppress(json.JSONDecodeError):
                     yield from list(_images(json.loads(value)))
+            elif isinstance(value, str) and "\n" in value and "image:" in value:
+                # YAML held in ConfigMap data: Envoy Gateway's own configuration names the
+                # rate-limit service's image (gateway-helm templates/_helpers.tpl@v1.9.0).
+                with contextlib.suppress(yaml.YAMLError):
+                    yield from list(_images(yaml.load(value, Loader=YamlLoader)))
             else:
                 yield from _images(value)
     elif isinstance(obj, list):

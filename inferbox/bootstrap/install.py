@@ -79,7 +79,7 @@ class PhaseInstaller:
         # checks on those objects come after them.
         objects = self._manifest_objects(phase)
         ours = {(obj["kind"], obj["metadata"]["name"]) for obj in objects}
-        later = [c for c in phase.checks if (c.resource_kind, c.name) in ours]
+        later = [c for c in phase.checks if (c.resource_kind, c.name) in ours or c.after_manifests]
         for check in [c for c in phase.checks if c not in later]:
             self._wait(phase, check, deadline)
         self._apply_manifests(phase, objects)

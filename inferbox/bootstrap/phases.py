@@ -8,7 +8,8 @@ replaced by measured durations when an event log is given to bench/plan_bench.py
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,37 @@ GATEWAY_NAMESPACE = "istio-ingress"
 KNATIVE_LOCAL_GATEWAY = f"knative-local-gateway.{GATEWAY_NAMESPACE}.svc.cluster.local"
 KSERVE_NAMESPACE = "kserve"
 KSERVE_WEBHOOK_SERVICE = "kserve-webhook-server-service"
+# Envoy Gateway's and the AI gateway's install namespaces, as their docs install them
+# (gateway site/content/en/v1.9/install/install-helm.md@v1.9.0; ai-gateway
+# site/versioned_docs/version-1.1/getting-started/installation.md@v1.1.0). The AI gateway's chart
+# tells the controller where Envoy Gateway runs (envoyGateway.namespace, this default).
+ENVOY_GATEWAY_NAMESPACE = "envoy-gateway-system"
+AI_GATEWAY_NAMESPACE = "envoy-ai-gateway-system"
+# Fixed names (templates/deployment.yaml of each chart at the pinned tag).
+ENVOY_GATEWAY_DEPLOYMENT = "envoy-gateway"
+AI_GATEWAY_CONTROLLER = "ai-gateway-controller"
+# The Gateway inferbox renders for the AI gateway (manifests/aigateway/gateway.yaml.j2); Envoy
+# Gateway names its proxy Deployment and Service after it (EnvoyProxy envoyDeployment/envoyService name).
+AI_GATEWAY_NAME = "inferbox-ai"
+AI_GATEWAY_REDIS = "inferbox-ratelimit-redis"
+ENVOY_RATELIMIT = "envoy-ratelimit"
+TRACING_NAMESPACE = "tracing"
+# The jaeger chart's fullname is the release name when it contains the chart's name
+# (jaegertracing/helm-charts charts/jaeger/templates/_helpers.tpl, at the pinned chart): Deployment and
+# Service "jaeger", OTLP gRPC on 4317, the query UI on 16686 (templates/jaeger/jaeger-service.yaml).
+JAEGER_DEPLOYMENT = "jaeger"
+JAEGER_OTLP_GRPC_PORT = 4317
+JAEGER_QUERY_PORT = 16686
+JAEGER_GRPC_QUERY_PORT = 16685
+# kube-prometheus-stack's Prometheus Service (<release>-prometheus, port 9090) of the monitoring phase.
+PROMETHEUS_URL = "http://kube-prometheus-stack-prometheus.monitoring.svc.cluster.local:9090"
+# The mesh's tracing provider (istiod meshConfig.extensionProviders), named by the Telemetry.
+TRACING_PROVIDER = "inferbox-otel"
+# How long the verifiers cache the JWKS: istiod's PILOT_JWT_PUB_KEY_REFRESH_INTERVAL (default
+# 20m, istio/istio pilot/pkg/features/pilot.go@1.30.3) and the gateway's remoteJWKS cacheDuration.
+JWKS_REFRESH = "5m"
+# kiali-server's deployment.instance_name default (kiali/helm-charts kiali-server/values.yaml@v2.26.0).
+KIALI_DEPLOYMENT = "kiali"
 
 
 def _probe(api_version: str, kind: str, namespace: str, spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -96,7 +128,8 @@ def build_plan(settings: Settings, *, gpu: bool) -> Plan:
         # container whose NET_ADMIN/NET_RAW the tenants' Pod Security level (baseline) forbids.
         phase("istio-cni", "istio-cni", "istio-system", depends_on=("istio-base",), timeout_s=300, expected_s=30,
               checks=(HealthCheck(DAEMONSET, "istio-cni-node", "istio-system"),)),
-        phase("istiod", "istiod", "istio-system", depends_on=("istio-cni",), timeout_s=300, expected_s=45, checks=(
+        phase("istiod", "istiod", "istio-system", depends_on=("istio-cni",), timeout_s=300, expected_s=45,
+              set_values=_istiod_values(settings), checks=(
             HealthCheck(DEPLOY, "istiod", "istio-system"),
             HealthCheck(WEBHOOK, "istiod", "istio-system", probe=_probe(
                 "security.istio.io/v1", "PeerAuthentication", "istio-system", {"spec": {"mtls": {"mode": "STRICT"}}})),
@@ -148,6 +181,10 @@ def build_plan(settings: Settings, *, gpu: bool) -> Plan:
             )))
         # KServe's Serverless mode needs Knative up before the controller starts.
         phases = [_with_dependency(p, "knative-serving") if p.name == "kserve" else p for p in phases]
+    if settings.ai_gateway:
+        phases += ai_gateway_phases(settings, phase)
+    if settings.monitoring:
+        phases += tracing_phases(phase)
     if settings.monitoring:
         phases.append(phase(
             "monitoring", "kube-prometheus-stack", "monitoring", release="kube-prometheus-stack",
@@ -187,6 +224,98 @@ def build_plan(settings: Settings, *, gpu: bool) -> Plan:
                           context=settings.kube_context, node_image=settings.versions.kubernetes.kind_node_image,
                           gpu=gpu)
     return Plan(cluster=cluster, phases=tuple(phases))
+
+
+def ai_gateway_phases(settings: Settings, phase: Callable[..., Phase]) -> list[Phase]:
+    """Envoy Gateway, the AI gateway's CRDs and controller, and the gateway objects inferbox
+    owns (manifests/aigateway/): README, "AI gateway"."""
+    eg = ENVOY_GATEWAY_NAMESPACE
+    gateway_crds = ("gateways.gateway.networking.k8s.io", "httproutes.gateway.networking.k8s.io",
+                    "backends.gateway.envoyproxy.io", "envoyproxies.gateway.envoyproxy.io",
+                    "securitypolicies.gateway.envoyproxy.io", "backendtrafficpolicies.gateway.envoyproxy.io",
+                    "clienttrafficpolicies.gateway.envoyproxy.io", "httproutefilters.gateway.envoyproxy.io")
+    return [
+        # Its proxies get an Istio sidecar (outbound mTLS to the predictors), so istiod comes first.
+        phase("envoy-gateway", "envoy-gateway", eg, depends_on=("istiod",), timeout_s=300, expected_s=45,
+              set_values={
+                  # Where the AI gateway's extension server and the Redis are (helm-values/envoy-gateway.yaml
+                  # has the rest of the AI gateway's required values).
+                  "config.envoyGateway.extensionManager.service.fqdn.hostname":
+                      f"{AI_GATEWAY_CONTROLLER}.{AI_GATEWAY_NAMESPACE}.svc.cluster.local",
+                  "config.envoyGateway.rateLimit.backend.redis.url": f"{AI_GATEWAY_REDIS}.{eg}.svc.cluster.local:6379",
+              },
+              # The Redis the global rate limit (token budgets) counts in, before the controller
+              # configures the rate-limit service that connects to it.
+              manifests=("aigateway/redis.yaml.j2",), checks=(
+            *(HealthCheck(CRD, crd) for crd in gateway_crds),
+            HealthCheck(DEPLOY, ENVOY_GATEWAY_DEPLOYMENT, eg),
+            HealthCheck(DEPLOY, AI_GATEWAY_REDIS, eg, resource_kind="Deployment"),
+            # Envoy Gateway starts its rate-limit service itself once its configuration names a
+            # backend; the service needs the Redis above (gateway internal/infrastructure/runner/
+            # runner.go@v1.9.0, initializeRateLimitInfra; kubernetes/ratelimit/resource.go, InfraName).
+            HealthCheck(DEPLOY, ENVOY_RATELIMIT, eg, after_manifests=True),
+        )),
+        phase("ai-gateway-crds", "ai-gateway-crds", AI_GATEWAY_NAMESPACE, depends_on=("envoy-gateway",),
+              timeout_s=120, expected_s=10, checks=(
+            HealthCheck(CRD, "aigatewayroutes.aigateway.envoyproxy.io"),
+            HealthCheck(CRD, "aiservicebackends.aigateway.envoyproxy.io"),
+        )),
+        # The controller's pod webhook (failurePolicy Fail) injects the external processor into
+        # every Envoy proxy pod, so it is up before the Gateway makes the first one.
+        phase("ai-gateway", "ai-gateway", AI_GATEWAY_NAMESPACE, depends_on=("ai-gateway-crds",),
+              timeout_s=300, expected_s=60, manifests=("aigateway/jwks.yaml.j2", "aigateway/gateway.yaml.j2"),
+              set_values=_extproc_tracing(settings), checks=(
+            HealthCheck(DEPLOY, AI_GATEWAY_CONTROLLER, AI_GATEWAY_NAMESPACE),
+            # Programmed: Envoy Gateway has deployed the proxies and given the Gateway an address.
+            HealthCheck(CheckKind.CONDITION_READY, AI_GATEWAY_NAME, eg, api_version="gateway.networking.k8s.io/v1",
+                        resource_kind="Gateway", condition="Programmed"),
+        )),
+    ]
+
+
+def _extproc_tracing(settings: Settings) -> dict[str, str]:
+    """The AI gateway's external processor sends spans to Jaeger over OTLP gRPC, in the GenAI
+    semantic conventions (ai-gateway manifests/charts/ai-gateway-helm/values.yaml@v1.1.0,
+    extProc.extraEnvVars; site/versioned_docs/version-1.1/capabilities/observability/tracing.md)."""
+    if not settings.monitoring:
+        return {}
+    env = {"OTEL_SERVICE_NAME": "ai-gateway-extproc", "OTEL_TRACES_EXPORTER": "otlp",
+           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{JAEGER_DEPLOYMENT}.{TRACING_NAMESPACE}.svc.cluster.local:"
+                                          f"{JAEGER_OTLP_GRPC_PORT}",
+           "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "AI_GATEWAY_TRACING_SEMCONV": "gen_ai"}
+    return {"extProc.extraEnvVars": json.dumps([{"name": k, "value": v} for k, v in env.items()])}
+
+
+def _istiod_values(settings: Settings) -> dict[str, str]:
+    values = {"pilot.env.PILOT_JWT_PUB_KEY_REFRESH_INTERVAL": JWKS_REFRESH}
+    if settings.monitoring:
+        # Jaeger's OTLP gRPC port as the mesh's tracing provider (istio/api
+        # mesh/v1alpha1/config.proto@1.30.3, OpenTelemetryTracingProvider); the tracing phase's
+        # Telemetry turns it on.
+        values["meshConfig.extensionProviders"] = json.dumps([{"name": TRACING_PROVIDER, "opentelemetry": {
+            "service": f"{JAEGER_DEPLOYMENT}.{TRACING_NAMESPACE}.svc.cluster.local", "port": JAEGER_OTLP_GRPC_PORT}}])
+    return values
+
+
+def tracing_phases(phase: Callable[..., Phase]) -> list[Phase]:
+    """Jaeger (traces from the sidecars and the AI gateway over OTLP) and Kiali (the mesh graph,
+    reading Prometheus and Jaeger)."""
+    return [
+        phase("tracing", "jaeger", TRACING_NAMESPACE, release="jaeger", depends_on=("istiod",),
+              timeout_s=300, expected_s=40, manifests=("tracing/telemetry.yaml.j2",), checks=(
+            HealthCheck(DEPLOY, JAEGER_DEPLOYMENT, TRACING_NAMESPACE),
+        )),
+        phase("kiali", "kiali-server", "istio-system", release="kiali", depends_on=("istiod", "monitoring", "tracing"),
+              timeout_s=300, expected_s=40, set_values={
+                  "external_services.prometheus.url": PROMETHEUS_URL,
+                  "external_services.tracing.internal_url":
+                      f"http://{JAEGER_DEPLOYMENT}.{TRACING_NAMESPACE}.svc.cluster.local:{JAEGER_GRPC_QUERY_PORT}",
+                  # Kiali's links to traces open the Jaeger UI where `invoke dashboards` forwards it.
+                  "external_services.tracing.external_url": f"http://127.0.0.1:{JAEGER_QUERY_PORT}",
+              }, checks=(
+            HealthCheck(DEPLOY, KIALI_DEPLOYMENT, "istio-system"),
+        )),
+    ]
 
 
 def catalog_runtimes(root: Path) -> dict[str, str]:

@@ -46,6 +46,10 @@ class HealthCheck:
     api_version: str | None = None
     resource_kind: str | None = None
     selector: str | None = None
+    # CONDITION_READY: the status condition that must be True ("Programmed" for a Gateway).
+    condition: str = "Ready"
+    # Wait only once the phase's own manifests are applied (a workload that needs one of them).
+    after_manifests: bool = False
 
     def short(self) -> str:
         """A compact label for tables: "deploy cert-manager", "crd issuers.cert-manager.io"."""
@@ -53,6 +57,8 @@ class HealthCheck:
                  CheckKind.DAEMONSET_READY: "ds", CheckKind.STATEFULSET_READY: "sts", CheckKind.JOB_COMPLETE: "job",
                  CheckKind.WEBHOOK_READY: "webhook", CheckKind.CONDITION_READY: "ready",
                  CheckKind.RESOURCE_EXISTS: "exists", CheckKind.GPU_ALLOCATABLE: "gpus"}[self.kind]
+        if self.kind is CheckKind.CONDITION_READY and self.condition != "Ready":
+            label = self.condition.lower()
         return f"{label} {self.name}"
 
     def describe(self) -> str:
@@ -65,7 +71,7 @@ class HealthCheck:
             CheckKind.JOB_COMPLETE: f"job {where} Complete",
             CheckKind.WEBHOOK_READY: f"webhook service {where} has ready endpoints and answers a dry-run "
                                      f"{(self.probe or {}).get('kind', 'create')}",
-            CheckKind.CONDITION_READY: f"{(self.resource_kind or 'resource').lower()} {where} Ready",
+            CheckKind.CONDITION_READY: f"{(self.resource_kind or 'resource').lower()} {where} {self.condition}",
             CheckKind.RESOURCE_EXISTS: f"{(self.resource_kind or 'resource').lower()} {where} exists",
             CheckKind.GPU_ALLOCATABLE: f"every GPU node (nvidia.com/gpu.present=true) to advertise allocatable "
                                        f"{self.name} > 0",

@@ -101,11 +101,13 @@ def run_loadtest(settings: Settings, model: str | None, tenant: str | None, prof
                  compare: str | None = None, console: Console | None = None, *, i_own_this_host: bool = False,
                  prometheus_url: str | None = None, in_cluster: bool = False, dry_run: bool = False,
                  profiles_path: Path | None = None, runner: Runner | None = None,
-                 local: LocalTarget | None = None) -> LoadTestOutcome | None:
+                 local: LocalTarget | None = None, trace: bool = False) -> LoadTestOutcome | None:
     """Run one load test and judge it; raises SloBreached (after writing the run folder) on a breach.
 
     ``--in-cluster`` renders (``dry_run``: only prints) the Locust master and workers for the
     cluster instead, applies them and collects their results; it returns None on a dry run.
+    ``trace``: every request carries a sampled W3C traceparent and the run's id
+    (inferbox.load.tracing); the trace ids go to the run folder's traces.txt.
     """
     console = console or Console()
     kind = parse_target(target) if isinstance(target, str) else target
@@ -122,7 +124,8 @@ def run_loadtest(settings: Settings, model: str | None, tenant: str | None, prof
         selection = select(settings, catalog, profile=profile, model=model, tenant=tenant, target=Target.CLUSTER,
                            profiles_path=profiles_path)
         return incluster.run(settings, selection, workers=max(1, workers), console=console, dry_run=dry_run,
-                             runner=runner or ShellRunner(), prometheus_url=prometheus_url, previous=previous)
+                             runner=runner or ShellRunner(), prometheus_url=prometheus_url, previous=previous,
+                             trace=trace)
     selection = select(settings, catalog, profile=profile, model=model, tenant=tenant, target=kind,
                        profiles_path=profiles_path)
     endpoint = endpoint_for(settings, selection, kind, host=host, i_own_this_host=i_own_this_host, local=local,
@@ -132,10 +135,12 @@ def run_loadtest(settings: Settings, model: str | None, tenant: str | None, prof
     run_dir = new_run_dir(settings, selection.model.name, selection.profile.name)
     spec = harness.RunSpec(profile=selection.profile, model=selection.model.name, base_url=endpoint.base_url,
                            host_header=endpoint.host_header, workers=workers, run_dir=run_dir,
-                           load_dir=settings.root / "load", openai_prefix=endpoint.openai_prefix)
+                           load_dir=settings.root / "load", openai_prefix=endpoint.openai_prefix,
+                           trace_run_id=run_dir.name if trace else None)
     console.print(f"load test {run_dir.name}: profile {selection.profile.name} -> {endpoint.description}"
                   f"{f' as {selection.tenant}' if selection.tenant else ''}"
-                  f"{f', {workers} workers' if workers else ''}", markup=False, highlight=False)
+                  f"{f', {workers} workers' if workers else ''}{', traced' if trace else ''}", markup=False,
+                  highlight=False)
     started = datetime.now(UTC)
     harness.run_locust(spec, runner or ShellRunner(), console, token=token,
                        master_port=free_port() if workers else None)

@@ -61,6 +61,7 @@ class RunSpec:
     load_dir: Path
     openai_model: str | None = None
     openai_prefix: str = KSERVE_OPENAI_PREFIX  # "" for a local vLLM server
+    trace_run_id: str | None = None  # --trace: every request carries a sampled traceparent and this run id
 
     @property
     def stop_timeout_s(self) -> int:
@@ -92,6 +93,7 @@ def locust_config(spec: RunSpec, output_dir: str) -> dict[str, Any]:
         "output_dir": output_dir,
         "openai_model": spec.openai_model,
         "openai_prefix": spec.openai_prefix,
+        "trace_run_id": spec.trace_run_id,
     }
 
 

@@ -90,6 +90,7 @@ class ClusterPlan:
     token: str | None = None
     namespace: str = NAMESPACE
     host_header: str | None = None  # the model's gateway host (inferbox.models.hosts), with a tenant
+    trace: bool = False  # every request carries a sampled traceparent and the run id (inferbox.load.tracing)
 
     @property
     def labels(self) -> dict[str, str]:
@@ -103,7 +104,8 @@ class ClusterPlan:
     def spec(self, load_dir: Path) -> harness.RunSpec:
         return harness.RunSpec(profile=self.profile, model=self.model, base_url=IN_CLUSTER_GATEWAY_URL,
                                host_header=self.host_header,
-                               workers=self.workers, run_dir=Path(RESULTS), load_dir=Path("/load"))
+                               workers=self.workers, run_dir=Path(RESULTS), load_dir=Path("/load"),
+                               trace_run_id=self.run_id if self.trace else None)
 
 
 def master_script(plan: ClusterPlan) -> str:
@@ -180,14 +182,14 @@ def validate(objects: list[dict[str, Any]], kubernetes_version: str) -> None:
 
 
 def plan_for(settings: Settings, selection: Selection, *, workers: int, token: str | None,
-             now: datetime | None = None) -> ClusterPlan:
+             now: datetime | None = None, trace: bool = False) -> ClusterPlan:
     from inferbox.tenants.render import pss_version
 
     return ClusterPlan(run_id=run_id_for(selection.profile.name, now), profile=selection.profile,
                        model=selection.model.name, tenant=selection.tenant, workers=workers, image=locust_image(),
                        pss_version=pss_version(settings.versions.kubernetes.version), token=token,
                        host_header=ingress_naming(settings).isvc_host(selection.model.name, selection.tenant)
-                       if selection.tenant else None)
+                       if selection.tenant else None, trace=trace)
 
 
 # -- act -------------------------------------------------------------------------------------------
@@ -236,13 +238,13 @@ def cleanup(kube: Any, objects: list[dict[str, Any]]) -> None:
 
 
 def run(settings: Settings, selection: Selection, *, workers: int, console: Console, dry_run: bool, runner: Runner,
-        prometheus_url: str | None, previous: Path | None) -> LoadTestOutcome | None:
+        prometheus_url: str | None, previous: Path | None, trace: bool = False) -> LoadTestOutcome | None:
     from inferbox.k8s import Kube
 
     token = None
     if selection.tenant and not dry_run:
         token = issue_token(settings, selection.tenant, selection.profile.duration, console)
-    plan = plan_for(settings, selection, workers=workers, token=token if not dry_run else None)
+    plan = plan_for(settings, selection, workers=workers, token=token if not dry_run else None, trace=trace)
     objects = render(plan, manifests=settings.root / "manifests", load_dir=settings.root / "load")
     validate(objects, settings.versions.kubernetes.version)
     if dry_run:

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from inferbox.config import Settings
 from inferbox.errors import ConfigError
-from inferbox.load import harness
+from inferbox.load import harness, tracing
 from inferbox.load import summary as verdict
 from inferbox.load.profiles import Profile
 from inferbox.load.report import GpuPanel, gpu_panel, write_report
@@ -95,6 +95,8 @@ def finish(settings: Settings, run_dir: Path, selection: Selection, console: Con
         result, run=run_dir.name, profile=selection.profile, model=selection.model.name, target=target,
         base_url=base_url, tenant=selection.tenant, workers=workers, versions=versions_used(settings),
         started=started.isoformat(timespec="seconds"), finished=finished.isoformat(timespec="seconds"))
+    if (traces := tracing.summary_block(result, run_dir)) is not None:
+        summary["tracing"] = traces
     rows: list[dict[str, Any]] = []
     if previous is not None:
         before = verdict.load_summary(previous)
@@ -110,6 +112,8 @@ def finish(settings: Settings, run_dir: Path, selection: Selection, console: Con
     if previous is not None:
         console.print(verdict.compare_table(rows, str(summary["compared_with"]["run"])))
     console.print(f"report: {report}", markup=False, highlight=False, soft_wrap=True)
+    for line in tracing.lines(summary, run_dir):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     breached = [v for v in verdict.verdicts_of(summary) if not v.ok]
     if breached:
         raise verdict.SloBreached(breached, run_dir)

@@ -6,7 +6,9 @@
   queries) as Prometheus would receive it, Grafana's ``$__rate_interval`` and friends and the
   template variables substituted, ready for the PromQL checker.
 * ``open_dashboards``: port-forwards Grafana and Prometheus to 127.0.0.1 and prints the URLs and
-  the Grafana admin login read from the Secret the Grafana chart generated (never a default).
+  the Grafana admin login read from the Secret the Grafana chart generated (never a default);
+  Jaeger's query UI and Kiali too where they are installed, with a Kiali login token (Kiali uses
+  token auth: a TokenRequest for its ServiceAccount, and the kubectl command that makes another).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, Protocol
 from rich.console import Console
 from rich.markup import escape
 
+from inferbox.bootstrap.phases import JAEGER_DEPLOYMENT, JAEGER_QUERY_PORT, KIALI_DEPLOYMENT, TRACING_NAMESPACE
 from inferbox.config import Settings
 from inferbox.errors import InferboxError
 from inferbox.hints import invoke
@@ -305,6 +308,48 @@ def _default_forward(kube: Kube, target: ForwardTarget) -> Forward:
                         local_port=target.local_port, name=target.name)
 
 
+# Kiali (kiali/helm-charts kiali-server@v2.26.0): its Service port 20001 (named http), its web
+# root /kiali, and the ServiceAccount whose token logs in (auth strategy token).
+KIALI_NAMESPACE = "istio-system"
+KIALI_PORT = 20001
+KIALI_WEB_ROOT = "/kiali"
+KIALI_TOKEN_TTL_S = 3600
+
+
+@dataclass(frozen=True)
+class OptionalUi:
+    """A UI forwarded only where its phase installed it (Jaeger, Kiali)."""
+
+    label: str
+    namespace: str
+    service: str
+    port: int
+    phase: str
+
+
+JAEGER = OptionalUi("jaeger", TRACING_NAMESPACE, JAEGER_DEPLOYMENT, JAEGER_QUERY_PORT, "tracing")
+KIALI = OptionalUi("kiali", KIALI_NAMESPACE, KIALI_DEPLOYMENT, KIALI_PORT, "kiali")
+
+
+def service_account_token(kube: Kube, namespace: str, name: str, *, expiration_s: int = KIALI_TOKEN_TTL_S) -> str:
+    """A short-lived token of ServiceAccount ``namespace/name`` (the TokenRequest API, what
+    ``kubectl create token`` calls); raises InferboxError when the API server refuses."""
+    token_api = kube.resource("v1", "ServiceAccount").subresources["token"]
+    body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"expirationSeconds": expiration_s}}
+    answer = kube.call(f"create token for serviceaccount {namespace}/{name}", token_api.create, body=body, name=name,
+                       namespace=namespace)
+    answer = answer.to_dict() if hasattr(answer, "to_dict") else answer
+    token = ((answer or {}).get("status") or {}).get("token")
+    if not token:
+        raise InferboxError(f"the TokenRequest for serviceaccount {namespace}/{name} returned no token")
+    return str(token)
+
+
+def kubectl_prefix(settings: Settings) -> str:
+    return f"kubectl --context {settings.kube_context}" if settings.kube_context else "kubectl"
+
+
 @dataclass
 class DashboardsSession:
     """What ``open_dashboards`` started: URLs, the login, and the forwards to close."""
@@ -314,52 +359,113 @@ class DashboardsSession:
     login: GrafanaLogin
     dashboard_urls: dict[str, str]
     forwards: list[Forward]
+    jaeger_url: str | None = None  # None: not installed (or not ready; see ``missing``)
+    kiali_url: str | None = None
+    kiali_token: str | None = field(default=None, repr=False)
+    missing: dict[str, str] = field(default_factory=dict)  # label -> why it is not forwarded
 
     def close(self) -> None:
         for forward in self.forwards:
             forward.close()
 
 
-def open_dashboards(settings: Settings, console: Console, *, grafana_port: int = 3000, prometheus_port: int = 9090,
-                    kube: Kube | None = None, forward: ForwardFactory | None = None, wait: bool = True,
-                    stop: threading.Event | None = None) -> DashboardsSession:
-    """Forward Grafana and Prometheus to 127.0.0.1, print where and how to log in; with ``wait``,
-    keep forwarding until Ctrl-C (or ``stop``), then close."""
-    names = MonitoringNames.for_settings(settings)
-    kube = kube or Kube.connect(context=settings.kube_context)
-    forward = forward or _default_forward
-    login = grafana_login(kube, names.namespace, names.grafana_secret)
-    grafana_pod, grafana_target = service_backend(kube, names.namespace, names.grafana_service, names.grafana_port)
-    prom_pod, prom_target = service_backend(kube, names.namespace, names.prometheus_service, names.prometheus_port)
+def _optional_backend(kube: Kube, ui: OptionalUi) -> tuple[str, int] | str:
+    """(pod, port) behind an optional UI's Service, or why there is none."""
+    if kube.get(ObjectRef("v1", "Service", ui.service, ui.namespace)) is None:
+        return (f"not installed (no service {ui.namespace}/{ui.service}: phase {ui.phase}, "
+                f"`{invoke('bootstrap')}` with monitoring)")
+    try:
+        return service_backend(kube, ui.namespace, ui.service, ui.port)
+    except InferboxError as exc:
+        return str(exc)
+
+
+def _print_session(settings: Settings, console: Console, session: DashboardsSession, names: MonitoringNames,
+                   token_problem: str) -> None:
+    grafana_url, prometheus_url, login = session.grafana_url, session.prometheus_url, session.login
+    kiali_url, missing = session.kiali_url, session.missing
+    create_token = f"{kubectl_prefix(settings)} -n {KIALI.namespace} create token {KIALI.service}"
+    table = FitTable(f"inferbox observability ({settings.kube_context})")
+    table.add_column("what")
+    table.add_column("where")
+    table.add_row("Grafana", grafana_url)
+    for title, url in session.dashboard_urls.items():
+        table.add_row(f"  {title}", url)
+    table.add_row("Prometheus", prometheus_url)
+    table.add_row("  alerts", f"{prometheus_url}/alerts")
+    table.add_row("  targets", f"{prometheus_url}/targets")
+    jaeger_url = session.jaeger_url
+    table.add_row("Jaeger", jaeger_url or missing["jaeger"])
+    if jaeger_url:
+        table.add_row("  search", f"{jaeger_url}/search")
+        table.add_row("  a trace", f"{jaeger_url}/trace/<trace id>")
+    table.add_row("Kiali", kiali_url or missing["kiali"])
+    console.print(table)
+    console.print(f"Grafana login: [bold]{escape(login.user)}[/] / [bold]{escape(login.password)}[/] "
+                  f"(from Secret {names.namespace}/{names.grafana_secret})", highlight=False)
+    if kiali_url is not None:
+        if session.kiali_token:
+            console.print(f"Kiali login (token): paste [bold]{escape(session.kiali_token)}[/] (ServiceAccount "
+                          f"{KIALI.namespace}/{KIALI.service}, valid {KIALI_TOKEN_TTL_S // 60} min); a new one: "
+                          f"{escape(create_token)}", highlight=False, soft_wrap=True)
+        else:
+            console.print(f"Kiali login (token): make one with {escape(create_token)} and paste it"
+                          f"{f' (the TokenRequest failed: {escape(token_problem)})' if token_problem else ''}",
+                          highlight=False, soft_wrap=True)
+
+
+def _start(kube: Kube, forward: ForwardFactory, targets: list[ForwardTarget]) -> list[Forward]:
+    """Start a forward per target, in order; none left running when one fails."""
     forwards: list[Forward] = []
     try:
-        for pod, target, local, label in ((grafana_pod, grafana_target, grafana_port, "grafana"),
-                                          (prom_pod, prom_target, prometheus_port, "prometheus")):
-            started = forward(kube, ForwardTarget(names.namespace, pod, target, local, label))
+        for target in targets:
+            started = forward(kube, target)
             started.start()
             forwards.append(started)
     except BaseException:
         for started in forwards:
             started.close()
         raise
-    grafana_url = f"http://127.0.0.1:{forwards[0].port}"
-    prometheus_url = f"http://127.0.0.1:{forwards[1].port}"
+    return forwards
+
+
+def open_dashboards(settings: Settings, console: Console, *, grafana_port: int = 3000, prometheus_port: int = 9090,
+                    jaeger_port: int = JAEGER_QUERY_PORT, kiali_port: int = KIALI_PORT,
+                    kube: Kube | None = None, forward: ForwardFactory | None = None, wait: bool = True,
+                    stop: threading.Event | None = None) -> DashboardsSession:
+    """Forward Grafana and Prometheus (and Jaeger and Kiali where installed) to 127.0.0.1, print
+    where and how to log in; with ``wait``, keep forwarding until Ctrl-C (or ``stop``), then close."""
+    names = MonitoringNames.for_settings(settings)
+    kube = kube or Kube.connect(context=settings.kube_context)
+    forward = forward or _default_forward
+    login = grafana_login(kube, names.namespace, names.grafana_secret)
+    grafana_pod, grafana_target = service_backend(kube, names.namespace, names.grafana_service, names.grafana_port)
+    prom_pod, prom_target = service_backend(kube, names.namespace, names.prometheus_service, names.prometheus_port)
+    targets = [ForwardTarget(names.namespace, grafana_pod, grafana_target, grafana_port, "grafana"),
+               ForwardTarget(names.namespace, prom_pod, prom_target, prometheus_port, "prometheus")]
+    missing: dict[str, str] = {}
+    for ui, local in ((JAEGER, jaeger_port), (KIALI, kiali_port)):
+        backend = _optional_backend(kube, ui)
+        if isinstance(backend, str):
+            missing[ui.label] = backend
+        else:
+            targets.append(ForwardTarget(ui.namespace, backend[0], backend[1], local, ui.label))
+    forwards = _start(kube, forward, targets)
+    urls = {target.name: f"http://127.0.0.1:{started.port}" for target, started in zip(targets, forwards, strict=True)}
+    grafana_url, prometheus_url = urls["grafana"], urls["prometheus"]
     dashboards = {d.get("title", name): f"{grafana_url}/d/{d['uid']}"
                   for name, d in load_dashboards(settings.root).items()}
-    session = DashboardsSession(grafana_url, prometheus_url, login, dashboards, forwards)
+    kiali_url = f"{urls['kiali']}{KIALI_WEB_ROOT}" if "kiali" in urls else None
+    session = DashboardsSession(grafana_url, prometheus_url, login, dashboards, forwards, jaeger_url=urls.get("jaeger"),
+                                kiali_url=kiali_url, missing=missing)
+    token_problem = ""
+    if kiali_url is not None:
+        try:
+            session.kiali_token = service_account_token(kube, KIALI.namespace, KIALI.service)
+        except (InferboxError, AttributeError, KeyError, TypeError) as exc:
+            token_problem = str(exc)
 
-    table = FitTable(f"inferbox observability ({settings.kube_context})")
-    table.add_column("what")
-    table.add_column("where")
-    table.add_row("Grafana", grafana_url)
-    for title, url in dashboards.items():
-        table.add_row(f"  {title}", url)
-    table.add_row("Prometheus", prometheus_url)
-    table.add_row("  alerts", f"{prometheus_url}/alerts")
-    table.add_row("  targets", f"{prometheus_url}/targets")
-    console.print(table)
-    console.print(f"Grafana login: [bold]{escape(login.user)}[/] / [bold]{escape(login.password)}[/] "
-                  f"(from Secret {names.namespace}/{names.grafana_secret})", highlight=False)
+    _print_session(settings, console, session, names, token_problem)
     if not wait:
         return session
     console.print("Forwarding through the API server; press Ctrl-C to stop.")

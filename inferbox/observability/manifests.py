@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from inferbox.bootstrap.phases import build_plan
+from inferbox.aigateway import BUDGET_RECORD
+from inferbox.bootstrap.phases import AI_GATEWAY_NAME, ENVOY_GATEWAY_NAMESPACE, build_plan
 from inferbox.bootstrap.plan import Phase, Plan
 from inferbox.config import Settings
 from inferbox.errors import InferboxError
@@ -39,6 +40,27 @@ GPU_MEMORY_RATIO_RECORD = "inferbox:gpu_memory_used:ratio"
 RULES_NAME = "inferbox-alerts"
 PREDICTORS_MONITOR = "kserve-predictors"
 GATEWAY_MONITOR = "istio-ingressgateway"
+# The AI gateway's usage metrics (inferbox.observability.metrics.AI_GATEWAY): the external processor
+# the AI gateway injects into each Envoy proxy pod serves them on its admin port, named aigw-admin
+# (envoyproxy/ai-gateway internal/controller/extproc_builder.go@v1.1.0, extProcAdminPort 1064), at
+# /metrics (cmd/extproc/mainlib/main.go@v1.1.0). Envoy Gateway labels the proxy pods with their
+# Gateway (envoyproxy/gateway internal/infrastructure/kubernetes/proxy/resource.go@v1.9.0 and
+# internal/gatewayapi/translator.go@v1.9.0, the owning-gateway labels).
+AI_GATEWAY_MONITOR = "ai-gateway"
+AI_GATEWAY_METRICS_PORT = "aigw-admin"
+AI_GATEWAY_METRICS_PATH = "/metrics"
+AI_GATEWAY_POD_LABELS = {
+    "gateway.envoyproxy.io/owning-gateway-name": AI_GATEWAY_NAME,
+    "gateway.envoyproxy.io/owning-gateway-namespace": ENVOY_GATEWAY_NAMESPACE,
+    "app.kubernetes.io/managed-by": "envoy-gateway",
+}
+# Tokens per second each tenant spends, per token_type (input, output, total), over TOKENS_WINDOW.
+TOKENS_RECORD = "inferbox:tenant_tokens:rate5m"
+TOKENS_WINDOW = "5m"
+# Series recorded by rules that live outside manifests/monitoring/ but that the dashboards and
+# rules query: BUDGET_RECORD, the tenants' token budgets, is recorded by a PrometheusRule in each
+# tenant's namespace (manifests/tenant/aigateway.yaml.j2).
+TENANT_RECORDS = frozenset({BUDGET_RECORD})
 COMMON_LABELS = {"app.kubernetes.io/managed-by": "inferbox", "app.kubernetes.io/part-of": "inferbox-observability"}
 
 
@@ -56,6 +78,8 @@ class AlertThresholds:
     down_for: str = "5m"
     gpu_for: str = "15m"
     rollout_for: str = "10m"
+    budget_burn_ratio: float = 0.8  # a tenant's token usage over its budget's rate
+    budget_burn_for: str = "15m"
 
 
 def full_plan(settings: Settings) -> Plan:
@@ -117,6 +141,10 @@ def manifest_context(settings: Settings, *, namespace: str | None = None,
         # The istio/gateway chart labels its pods istio=<release name without "istio-">.
         "gateway": {"name": GATEWAY_MONITOR, "namespace": gateway.namespace,
                     "selector": {"istio": gateway.release.removeprefix("istio-")}},
+        "ai_gateway": {"name": AI_GATEWAY_MONITOR, "namespace": ENVOY_GATEWAY_NAMESPACE,
+                       "selector": dict(AI_GATEWAY_POD_LABELS), "port": AI_GATEWAY_METRICS_PORT,
+                       "path": AI_GATEWAY_METRICS_PATH, "tokens_record": TOKENS_RECORD,
+                       "tokens_window": TOKENS_WINDOW, "budget_record": BUDGET_RECORD},
         "rules_name": RULES_NAME,
         "gpu_memory_ratio_record": GPU_MEMORY_RATIO_RECORD,
         "thresholds": asdict(thresholds or AlertThresholds()),
@@ -158,6 +186,7 @@ def rule_expressions(objects: Iterable[dict[str, Any]]) -> list[Expression]:
 
 
 def recorded_names(objects: Iterable[dict[str, Any]]) -> set[str]:
-    """The series our recording rules write (queries may use them besides exported metrics)."""
-    return {rule["record"] for obj in objects if obj.get("kind") == "PrometheusRule"
-            for group in obj["spec"]["groups"] for rule in group["rules"] if "record" in rule}
+    """The series our recording rules write (queries may use them besides exported metrics):
+    those of ``objects`` and the tenants' (TENANT_RECORDS)."""
+    return set(TENANT_RECORDS) | {rule["record"] for obj in objects if obj.get("kind") == "PrometheusRule"
+                                  for group in obj["spec"]["groups"] for rule in group["rules"] if "record" in rule}

@@ -118,12 +118,28 @@ KUBE_STATE_METRICS = frozenset({
     "kube_pod_container_resource_requests", "kube_pod_container_resource_limits",
 })
 
+# Envoy AI Gateway's GenAI metrics, served by the external processor container it injects into each
+# Envoy proxy pod (ai-gateway-extproc, port aigw-admin 1064, /metrics; scraped by the ai-gateway
+# PodMonitor, manifests/monitoring/scrape.yaml.j2). Four OTel histograms (envoyproxy/ai-gateway
+# internal/metrics/genai.go@v1.1.0), named for Prometheus by the OTel Prometheus exporter: dots
+# become underscores and the unit "s" becomes _seconds, while "token" adds no suffix
+# (examples/monitoring/grafana-dashboard.json@v1.1.0, tests/data-plane/vcr/prometheus_metrics_test.go@v1.1.0).
+# Labels: gen_ai_operation_name, gen_ai_provider_name, gen_ai_original_model, gen_ai_request_model,
+# gen_ai_response_model, gen_ai_token_type (input, output, cached_input, cache_creation_input,
+# reasoning; token usage only), error_type (failed requests only), otel_scope_*, and `tenant`
+# (controller.metricsRequestHeaderAttributes "x-inferbox-tenant:tenant", helm-values/ai-gateway.yaml).
+AI_GATEWAY = histogram(
+    "gen_ai_client_token_usage", "gen_ai_server_request_duration_seconds",
+    "gen_ai_server_time_to_first_token_seconds", "gen_ai_server_time_per_output_token_seconds",
+)
+
 KNOWN_METRICS: dict[str, frozenset[str]] = {
     "prometheus": PROMETHEUS,
     "kserve": KSERVE,
     "istio": ISTIO,
     "dcgm-exporter": DCGM,
     "kube-state-metrics": KUBE_STATE_METRICS,
+    "ai-gateway": AI_GATEWAY,
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from inferbox.aigateway import JWKS_MAX_BYTES, JWKS_URL, TenantGateway, jwks_configmap, openai_models
+from inferbox.bootstrap.phases import AI_GATEWAY_NAME, ENVOY_GATEWAY_NAMESPACE, JWKS_REFRESH
 from inferbox.bootstrap.providers import PROVIDER_NAMESPACES
 from inferbox.config import Settings
 from inferbox.errors import ConfigError, InferboxError, NotFound
@@ -24,7 +27,7 @@ from inferbox.k8s import Kube, ObjectRef
 from inferbox.models.catalog import default_catalog_path, load_catalog
 from inferbox.models.hosts import ingress_naming
 from inferbox.tenants import isolation
-from inferbox.tenants.apply import SHARED, ApplyReport, Desired, Outcome, apply_all, delete_tenant
+from inferbox.tenants.apply import FIELD_MANAGER, SHARED, ApplyReport, Desired, Outcome, apply_all, delete_tenant
 from inferbox.tenants.keys import ISSUER, IssuedToken, KeyInfo, KeyStore, issue_token, parse_ttl
 from inferbox.tenants.render import pss_version, render_shared, render_tenant, to_yaml
 from inferbox.tenants.spec import (
@@ -98,14 +101,66 @@ def load(settings: Settings, directory: Path | None = None) -> list[Tenant]:
 
 
 def render_units(settings: Settings, tenants: Sequence[Tenant], store: KeyStore, *,
-                 knative: bool = False) -> list[Desired]:
+                 knative: bool = False, gateway: TenantGateway | None = None) -> list[Desired]:
     """The shared objects and each tenant's, rendered."""
     jwks = store.jwks_json()
     version = pss_version(settings.versions.kubernetes.version)
     units = [Desired(SHARED, render_shared())]
-    units += [Desired(t.name, render_tenant(t, ISSUER, jwks, pod_security_version=version, knative=knative))
+    units += [Desired(t.name, render_tenant(t, ISSUER, jwks, pod_security_version=version, knative=knative,
+                                            gateway=gateway))
               for t in tenants]
     return units
+
+
+class JwksMode(StrEnum):
+    REMOTE = "remote"
+    INLINE = "inline"
+
+
+def tenant_gateway(settings: Settings, *, installed: bool, monitoring: bool, jwks: str | None) -> TenantGateway | None:
+    """How tenants meet the AI gateway, or None where it is not installed.
+
+    ``jwks``: ``remote`` (the default with the AI gateway: every verifier fetches the JWKS
+    endpoint, so a key rotation reaches them all without re-applying tenants) or ``inline`` (the
+    keys in every policy: no fetch at run time, but a rotation needs tenants-apply; the only
+    choice without the AI gateway, whose proxies serve the endpoint). Raises ConfigError on
+    another value, or ``remote`` without the AI gateway."""
+    try:
+        mode = JwksMode(jwks or (JwksMode.REMOTE if installed else JwksMode.INLINE))
+    except ValueError:
+        raise ConfigError("command line", [("jwks", f"{jwks!r} is not one of remote, inline")]) from None
+    if not installed:
+        if mode is JwksMode.REMOTE:
+            raise ConfigError("command line", [("jwks", "remote needs the JWKS endpoint, which the AI gateway "
+                                                        "serves; it is not installed (bootstrap without "
+                                                        "--no-ai-gateway), so use --jwks inline")])
+        return None
+    catalog = load_catalog(default_catalog_path(settings.root))
+    return TenantGateway(openai_models=openai_models(catalog), domain=ingress_naming(settings).domain,
+                         jwks_uri=JWKS_URL if mode is JwksMode.REMOTE else None, monitoring=monitoring)
+
+
+AI_GATEWAY = ObjectRef("gateway.networking.k8s.io/v1", "Gateway", AI_GATEWAY_NAME, ENVOY_GATEWAY_NAMESPACE)
+PROMETHEUS_RULE_CRD = ObjectRef("apiextensions.k8s.io/v1", "CustomResourceDefinition",
+                                "prometheusrules.monitoring.coreos.com")
+
+
+def _exists(kube: Kube, ref: ObjectRef) -> bool:
+    try:
+        return kube.get(ref) is not None
+    except NotFound:  # its CRD is not installed
+        return False
+
+
+def publish_jwks(settings: Settings, kube: Kube, store: KeyStore, *, dry_run: bool) -> int:
+    """Put the key store's public keys into the JWKS endpoint's ConfigMap; the number of keys.
+    Raises InferboxError when the set is over the endpoint's size limit."""
+    jwks = store.jwks_json()
+    if len(jwks.encode()) > JWKS_MAX_BYTES:
+        raise InferboxError(f"the JWKS is {len(jwks.encode())} bytes, over the {JWKS_MAX_BYTES} the gateway's "
+                            f"endpoint can serve: retire old keys (`{invoke('keys --retire KID')}`)")
+    kube.apply(jwks_configmap(settings, jwks), field_manager=FIELD_MANAGER, dry_run=dry_run)
+    return len(store.jwks()["keys"])
 
 
 KNATIVE_SERVING = ObjectRef("operator.knative.dev/v1beta1", "KnativeServing", "knative-serving", "knative-serving")
@@ -167,13 +222,27 @@ def report_table(report: ApplyReport, title: str = "tenants") -> FitTable:
 
 
 def tenants_apply(settings: Settings, console: Console, *, tenant: str | None = None, dry_run: bool = False,
-                  crds: Sequence[Path] = (), kube: Kube | None = None, directory: Path | None = None) -> ApplyReport:
-    """Make the cluster match the tenant files (all, or the one named); prune what they dropped."""
+                  crds: Sequence[Path] = (), kube: Kube | None = None, directory: Path | None = None,
+                  jwks: str | None = None) -> ApplyReport:
+    """Make the cluster match the tenant files (all, or the one named); prune what they dropped.
+
+    Where the AI gateway runs (its Gateway exists), the key store's public keys are published to
+    its JWKS endpoint first and the tenants get their OpenAI routes; ``jwks`` as in
+    :func:`tenant_gateway`."""
     tenants = load(settings, directory)  # all of them, even with --tenant: one bad file stops the run
     check_model_hosts(settings, tenants)
     kube = kube or connect(settings)
-    units = render_units(settings, select(tenants, tenant), keystore(settings),
-                         knative=settings.knative or knative_installed(kube))
+    store = keystore(settings)
+    installed = _exists(kube, AI_GATEWAY)
+    gateway = tenant_gateway(settings, installed=installed, monitoring=_exists(kube, PROMETHEUS_RULE_CRD),
+                             jwks=jwks)
+    if installed:
+        # The keys first: a tenant that fetches them must find the current set.
+        keys = publish_jwks(settings, kube, store, dry_run=dry_run)
+        console.print(f"JWKS endpoint {JWKS_URL}: {keys} public key{'s' if keys != 1 else ''}"
+                      f"{' (dry run)' if dry_run else ''}", markup=False, highlight=False)
+    units = render_units(settings, select(tenants, tenant), store,
+                         knative=settings.knative or knative_installed(kube), gateway=gateway)
     report = apply_all(kube, units, dry_run=dry_run, declared=[t.name for t in tenants],
                        check=schema_check(settings, crds))
     table = report_table(report, "tenants (dry run: nothing changed)" if dry_run else "tenants")
@@ -190,14 +259,17 @@ def tenants_apply(settings: Settings, console: Console, *, tenant: str | None = 
 
 
 def tenants_render(settings: Settings, *, tenant: str | None = None, directory: Path | None = None,
-                   jwks: str | None = None) -> str:
-    """The YAML tenants-apply would apply (no cluster needed; keys from the keyring unless given)."""
+                   jwks: str | None = None, jwks_mode: str | None = None) -> str:
+    """The YAML tenants-apply would apply to a cluster bootstrapped with these settings (the AI
+    gateway and monitoring as ``settings`` say; no cluster needed; keys from the keyring unless
+    given)."""
     tenants = select(load(settings, directory), tenant)
     if jwks is None:
         jwks = keystore(settings).jwks_json()
+    gateway = tenant_gateway(settings, installed=settings.ai_gateway, monitoring=settings.monitoring, jwks=jwks_mode)
     version = pss_version(settings.versions.kubernetes.version)
     objects = render_shared() + [o for t in tenants for o in render_tenant(
-        t, ISSUER, jwks, pod_security_version=version, knative=settings.knative)]
+        t, ISSUER, jwks, pod_security_version=version, knative=settings.knative, gateway=gateway)]
     return to_yaml(objects)
 
 
@@ -304,8 +376,11 @@ def manage_keys(settings: Settings, console: Console, *, rotate: bool = False, r
         store.retire(retire)
         console.print(f"retired {retire}", markup=False)
     if rotate or retire or created:
-        console.print(f"run `{invoke('tenants-apply')}` to publish the key set to the tenants' "
-                      "RequestAuthentication", markup=False)
+        # With the AI gateway only its JWKS endpoint changes (the verifiers re-read it within
+        # JWKS_REFRESH); without it the keys are inline in every tenant's policies.
+        console.print(f"run `{invoke('tenants-apply')}` to publish the key set (to the JWKS endpoint where the "
+                      f"AI gateway runs, which every verifier re-reads within {JWKS_REFRESH}; else into each "
+                      "tenant's RequestAuthentication)", markup=False)
     keys = store.list_keys()
     console.print(keys_table(keys))
     if show_jwks:
@@ -336,22 +411,57 @@ def token_for(settings: Settings, *, tenant: str, subject: str | None = None, tt
 
 def isolation_table(probes: Sequence[isolation.Probe]) -> FitTable:
     table = FitTable("verify-isolation")
-    for column in ("case", "token", "expected", "observed", ""):
+    for column in ("case", "path", "token", "expected", "observed", ""):
         table.add_column(column)
     for p in probes:
         observed = str(p.status) if p.status is not None else f"- ({p.error})"
+        if p.skipped:
+            observed = "-"
+        elif p.detail:
+            observed = f"{observed} ({p.detail})"
         verdict = styled("ok", "green") if p.ok else styled("MISMATCH", "bold red")
+        if not p.ok and p.status == p.case.expected and p.case.expect_text:
+            verdict = styled(f"MISMATCH (answer lacks {p.case.expect_text!r}: {p.error[:120]})", "bold red")
+        elif not p.ok and p.case.budget is not None and p.error:
+            verdict = styled(f"MISMATCH ({p.error})", "bold red")
         if p.ok and p.case.mesh_limit:  # admitted as expected, but only because Istio cannot refuse it
             verdict = styled(f"ok (mesh limit: {p.case.mesh_limit})", "yellow")
-        table.add_row(p.case.name, p.case.description, str(p.case.expected), observed, verdict)
+        if p.skipped:
+            verdict = styled(f"skipped ({p.case.skip})", "yellow")
+        table.add_row(p.case.name, p.case.path, p.case.description, str(p.case.expected), observed, verdict)
     return table
+
+
+def _ai_gateway_cases(settings: Settings, declared: Tenant, other_tenant: str, *, model: str | None,
+                      budget: bool) -> tuple[list[isolation.Case], str]:
+    """verify-isolation's AI gateway cases for ``declared`` (none, with the reason, when the
+    tenant may use no OpenAI model)."""
+    offered = openai_models(load_catalog(default_catalog_path(settings.root)))
+    allowed = [m for m in declared.models if m in offered]
+    if model is None:
+        if not allowed:
+            return [], (f"{declared.name} may use no OpenAI model (tenants/{declared.name}.yaml models), so it has "
+                        "no endpoint on the AI gateway")
+        model = allowed[0]
+    smallest = isolation.smallest_budget(declared.token_budgets)
+    cases = isolation.ai_cases(keystore(settings), tenant=declared.name, other_tenant=other_tenant,
+                               subject=declared.callers.subjects[0], model=model,
+                               denied=isolation.denied_model(declared.models, offered), budget=smallest,
+                               budget_skip="" if budget else "--no-ai-budget")
+    return cases, ""
 
 
 def verify_isolation(settings: Settings, console: Console, *, base_url: str, tenant: str = "tenant-a",
                      other_tenant: str = "tenant-b", model: str | None = None, host: str | None = None,
-                     timeout_s: float = 10.0,
-                     directory: Path | None = None) -> list[isolation.Probe]:
-    """Call ``tenant``'s model through the gateway at ``base_url`` with each crafted token."""
+                     timeout_s: float = 10.0, directory: Path | None = None, ai: bool = True,
+                     ai_base_url: str = isolation.AI_GATEWAY_URL, ai_host: str | None = None,
+                     ai_model: str | None = None, ai_budget: bool = True,
+                     ai_budget_timeout_s: float = isolation.BUDGET_TIMEOUT_S) -> list[isolation.Probe]:
+    """Call ``tenant``'s model through the gateway at ``base_url`` with each crafted token; with
+    ``ai``, also its OpenAI endpoint on the AI gateway at ``ai_base_url`` (Host: the tenant's
+    AI host), ending with requests until its smallest token budget answers 429."""
+    from inferbox.aigateway import GATEWAY_SERVICE, tenant_host
+
     tenants = load(settings, directory)
     declared = select(tenants, tenant)[0]
     select(tenants, other_tenant)
@@ -366,10 +476,28 @@ def verify_isolation(settings: Settings, console: Console, *, base_url: str, ten
     url = f"{base_url.rstrip('/')}/v1/models/{model}:predict"
     routed = host or ingress_naming(settings).isvc_host(model, declared.namespace)
     probes = isolation.run(url, cases, host=routed, timeout_s=timeout_s)
+    ai_cases, no_ai = _ai_gateway_cases(settings, declared, other_tenant, model=ai_model, budget=ai_budget) \
+        if ai else ([], "")
+    ai_routed = ai_host or tenant_host(tenant, ingress_naming(settings).domain)
+    ai_probes = isolation.run_ai(ai_base_url, ai_cases, host=ai_routed, timeout_s=timeout_s,
+                                 budget_timeout_s=ai_budget_timeout_s)
+    probes += ai_probes
     table = isolation_table(probes)
-    failed = [p.case.name for p in probes if not p.ok]
+    failed = [f"{p.case.name} ({p.case.path})" for p in probes if not p.ok]
     if failed:
-        raise TenantsFailed(f"isolation not as expected for: {', '.join(failed)}", table)
+        message = f"isolation not as expected for: {', '.join(failed)}"
+        if ai_probes and all(p.status is None for p in ai_probes if not p.skipped):
+            message += (f"; nothing answers at {ai_base_url}: forward the AI gateway first (`kubectl --context "
+                        f"{settings.kube_context} -n {ENVOY_GATEWAY_NAMESPACE} port-forward svc/{GATEWAY_SERVICE} "
+                        f"{isolation.AI_GATEWAY_LOCAL_PORT}:80`), or pass --ai-base-url or --no-ai")
+        raise TenantsFailed(message, table)
     console.print(table)
-    console.print(f"all {len(probes)} cases answered as expected", highlight=False)
+    sent = [p for p in probes if not p.skipped]
+    console.print(f"all {len(sent)} cases answered as expected"
+                  f"{f' ({len(probes) - len(sent)} skipped)' if len(sent) < len(probes) else ''}", highlight=False)
+    if no_ai:
+        console.print(f"AI gateway path not checked: {no_ai}", markup=False, highlight=False)
+    if any(p.case.budget is not None and p.status == 429 for p in ai_probes):
+        console.print(f"{tenant}'s token budget is spent: its OpenAI requests answer 429 until the window ends",
+                      markup=False, highlight=False)
     return probes

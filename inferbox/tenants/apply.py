@@ -79,6 +79,13 @@ TENANT_KINDS = (
     ManagedKind("rbac.authorization.k8s.io/v1", "Role"),
     ManagedKind("rbac.authorization.k8s.io/v1", "RoleBinding"),
     ManagedKind("networking.istio.io/v1alpha3", "EnvoyFilter"),
+    # The tenant's OpenAI endpoint on the AI gateway (manifests/tenant/aigateway.yaml.j2).
+    ManagedKind("gateway.envoyproxy.io/v1alpha1", "SecurityPolicy"),
+    ManagedKind("gateway.envoyproxy.io/v1alpha1", "BackendTrafficPolicy"),
+    ManagedKind("gateway.envoyproxy.io/v1alpha1", "Backend"),
+    ManagedKind("aigateway.envoyproxy.io/v1beta1", "AIServiceBackend"),
+    ManagedKind("aigateway.envoyproxy.io/v1beta1", "AIGatewayRoute"),
+    ManagedKind("monitoring.coreos.com/v1", "PrometheusRule"),
 )
 DIGEST_ANNOTATION = "inferbox.dev/applied-digest"
 # The isolation: their spec must be exactly what is rendered. A field someone added (a selector

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -16,6 +16,9 @@ from inferbox import PROJECT_ROOT
 from inferbox.render import Renderer, sort_objects
 from inferbox.tenants.keys import AUDIENCE, tenant_issuer
 from inferbox.tenants.spec import Tenant
+
+if TYPE_CHECKING:
+    from inferbox.aigateway import TenantGateway
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "inferbox"
@@ -27,13 +30,17 @@ TENANT_CLAIM = "tenant"
 # A tenant's apply order: its isolation (default-deny NetworkPolicies, mTLS, JWT rules and the
 # ALLOW policy) right after the Namespace, before anything that grants or runs something in it,
 # so that no apply, not even one cut short, leaves the namespace open.
+# On the AI gateway the JWT and budget policies come before the route that makes the tenant
+# reachable there, and the backends before the route that sends traffic to them.
 TENANT_KIND_ORDER = ("Namespace", "NetworkPolicy", "PeerAuthentication", "RequestAuthentication",
                      "AuthorizationPolicy", "ResourceQuota", "LimitRange", "ServiceAccount", "ConfigMap", "Role",
-                     "RoleBinding", "EnvoyFilter")
+                     "RoleBinding", "EnvoyFilter", "SecurityPolicy", "BackendTrafficPolicy", "Backend",
+                     "AIServiceBackend", "AIGatewayRoute", "PrometheusRule")
 
 TEMPLATES = ("namespace.yaml.j2", "quota.yaml.j2", "networkpolicies.yaml.j2", "mesh-security.yaml.j2",
              "models.yaml.j2", "rbac.yaml.j2")
 RATE_LIMIT_TEMPLATE = "ratelimit.yaml.j2"
+AI_GATEWAY_TEMPLATE = "aigateway.yaml.j2"
 SHARED_TEMPLATE = "shared.yaml.j2"
 
 
@@ -69,24 +76,41 @@ def pss_version(kubernetes_version: str) -> str:
 
 def render_tenant(tenant: Tenant, issuer: str, jwks: str, *, audience: str = AUDIENCE,
                   pod_security_version: str = "latest", manifests: Path | None = None,
-                  knative: bool = False) -> list[dict[str, Any]]:
+                  knative: bool = False, gateway: TenantGateway | None = None) -> list[dict[str, Any]]:
     """Every object the tenant needs, labelled for ownership and sorted into apply order.
 
     ``issuer`` is the issuers' base: the tenant trusts only its own, ``<issuer>/tenants/<name>``
     (``inferbox.tenants.keys.tenant_issuer``), which is what keeps one token from opening two
     tenants. ``jwks`` is the public JSON Web Key Set as a JSON string (see inferbox.tenants.keys);
     ``pod_security_version`` pins the Pod Security Standards version (``pss_version``);
-    ``knative`` admits Knative's activator and autoscaler (Knative mode, scale to zero).
+    ``knative`` admits Knative's activator and autoscaler (Knative mode, scale to zero);
+    ``gateway``: the AI gateway is installed (inferbox.aigateway): the tenant's OpenAI route,
+    JWT policy and token budgets, and its sidecars fetch the keys from the JWKS endpoint
+    (``gateway.jwks_uri``) instead of carrying them inline.
     """
     renderer = _renderer(manifests)
+    ai = gateway.tenant_context(tenant) if gateway is not None else None
     context = {"tenant": tenant, "issuer": tenant_issuer(tenant.name, issuer), "audience": audience, "jwks": jwks,
-               "knative": knative,
+               "knative": knative, "ai": ai, "jwks_uri": gateway.jwks_uri if gateway is not None else None,
+               "gateway_pods": _gateway_pods(),
                "pss_version": pod_security_version}
     templates = [f"tenant/{name}" for name in TEMPLATES]
     if tenant.rate_limit is not None:
         templates.append(f"tenant/{RATE_LIMIT_TEMPLATE}")
+    if ai is not None:
+        templates.append(f"tenant/{AI_GATEWAY_TEMPLATE}")
     objects = [obj for template in templates for obj in renderer.objects(template, **context)]
     return sort_tenant_objects(_label(objects, tenant_labels(tenant.name)))
+
+
+def _gateway_pods() -> dict[str, Any]:
+    """Where the AI gateway's proxies run and the labels Envoy Gateway puts on them
+    (gateway internal/infrastructure/kubernetes/proxy/resource.go@v1.9.0, owning-gateway labels)."""
+    from inferbox.bootstrap.phases import AI_GATEWAY_NAME, ENVOY_GATEWAY_NAMESPACE
+
+    return {"namespace": ENVOY_GATEWAY_NAMESPACE,
+            "labels": {"gateway.envoyproxy.io/owning-gateway-name": AI_GATEWAY_NAME,
+                       "gateway.envoyproxy.io/owning-gateway-namespace": ENVOY_GATEWAY_NAMESPACE}}
 
 
 def sort_tenant_objects(objects: Iterable[dict[str, Any]], *, reverse: bool = False) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Context, Decimal, localcontext
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -214,6 +214,26 @@ class RateLimit(_Strict):
         return self.burst or self.requests_per_second
 
 
+class TokenBudget(_Strict):
+    """Tokens the tenant may spend through the AI gateway per minute or hour, counted over all
+    its models: input (prompt), output (completion) or total tokens. Enforced by the gateway's
+    global rate limit, which counts in uint32 (gateway api/v1alpha1/ratelimit_types.go@v1.9.0,
+    RateLimitValue.Requests)."""
+
+    tokens: Annotated[Count, Field(le=UINT32_MAX)]
+    per: Literal["minute", "hour"]
+    count: Literal["input", "output", "total"] = "total"
+
+    @property
+    def unit(self) -> str:
+        """Envoy Gateway's RateLimitUnit."""
+        return self.per.capitalize()
+
+    @property
+    def per_second(self) -> float:
+        return round(self.tokens / (60 if self.per == "minute" else 3600), 6)
+
+
 class Tenant(_Strict):
     name: str = Field(pattern=DNS1123_LABEL, description="DNS-1123 label; also the namespace; equals the file stem")
     display_name: str = Field(alias="displayName", min_length=1, max_length=200)
@@ -222,7 +242,15 @@ class Tenant(_Strict):
     models: list[Annotated[str, Field(pattern=DNS1035_LABEL)]] = Field(default_factory=list)
     callers: Callers = Field(default_factory=Callers)
     rate_limit: RateLimit | None = Field(default=None, alias="rateLimit")
+    token_budgets: list[TokenBudget] = Field(default_factory=list, alias="tokenBudgets")
     labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("token_budgets")
+    @classmethod
+    def _one_budget_per_window(cls, budgets: list[TokenBudget]) -> list[TokenBudget]:
+        # Two budgets for the same tokens and window would be two rate-limit rules where one is meant.
+        _unique([f"{b.count} tokens per {b.per}" for b in budgets], "token budget")
+        return budgets
 
     @field_validator("models")
     @classmethod

@@ -97,8 +97,7 @@ class Helm:
         args = ["upgrade", "--install", name, *source.args(), "--namespace", namespace, "--create-namespace"]
         for path in values_files:
             args += ["--values", str(path)]
-        for key, value in sorted((set_values or {}).items()):
-            args += ["--set", f"{key}={value}"]
+        args += _set_args(set_values)
         # Health is checked by our own waits; helm only bounds its hooks.
         args += ["--timeout", f"{timeout_s}s"]
         self.runner.run(self._command(args, timeout=timeout_s + 60, mutating=True))
@@ -116,8 +115,7 @@ class Helm:
         args = ["template", release, *source.args(), "--namespace", namespace, "--include-crds"]
         for path in values_files:
             args += ["--values", str(path)]
-        for key, value in sorted((set_values or {}).items()):
-            args += ["--set", f"{key}={value}"]
+        args += _set_args(set_values)
         if kube_version:
             args += ["--kube-version", kube_version]
         for api_version in api_versions:
@@ -140,3 +138,12 @@ class Helm:
                     if h.get("status") in ("deployed", "superseded")]
         return max(deployed) if deployed else None
 
+
+def _set_args(set_values: Mapping[str, str] | None) -> list[str]:
+    """``--set key=value``; a list or map value (JSON) goes in ``--set-json``, which --set's
+    comma and brace syntax would split."""
+    args: list[str] = []
+    for key, value in sorted((set_values or {}).items()):
+        flag = "--set-json" if value.startswith(("[", "{")) else "--set"
+        args += [flag, f"{key}={value}"]
+    return args

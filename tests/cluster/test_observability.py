@@ -64,7 +64,7 @@ def test_monitoring_objects_apply_unpruned_and_idempotently(kube: Kube, objects:
         for key, value in obj["metadata"]["labels"].items():
             assert stored["metadata"]["labels"][key] == value
     kinds = sorted(r.kind for r in first)
-    assert kinds == ["ConfigMap", "ConfigMap", "ConfigMap", "PodMonitor", "PodMonitor", "PrometheusRule"]
+    assert kinds == ["ConfigMap"] * 4 + ["PodMonitor"] * 3 + ["PrometheusRule"]
     # Applying the same objects again changes nothing.
     for obj in objects:
         again = kube.apply(obj, field_manager=FIELD_MANAGER)

@@ -309,3 +309,72 @@ def test_the_refusal_names_the_command_that_checks_the_same_charts_again() -> No
     problem = contract.Problem("istiod", "values key pilot.x (helm-values/istiod.yaml)", "unknown")
     with pytest.raises(contract.ContractError, match=rf"then `{re.escape(invoke('charts-verify --bundle /b'))}`$"):
         contract.ContractReport(problems=[problem]).raise_for_problems("charts-verify --bundle /b")
+
+
+def _chart(folder: Path, templates: dict[str, str], values: str) -> Path:
+    folder.mkdir()
+    (folder / "Chart.yaml").write_text(f"apiVersion: v2\nname: {folder.name}\nversion: 1.0.0\n")
+    (folder / "values.yaml").write_text(values)
+    (folder / "templates").mkdir()
+    for name, text in templates.items():
+        (folder / "templates" / name).write_text(text)
+    return folder
+
+
+def test_a_subtree_handed_on_through_a_variable_takes_any_key(tmp_path: Path) -> None:
+    # Envoy Gateway merges its whole user configuration from a variable (gateway-helm
+    # templates/envoy-gateway-config.yaml@v1.9.0); kiali-server hands on all of .Values minus one key.
+    merged = _chart(tmp_path / "merged", {"cm.yaml": (
+        "data:\n  c: |\n    {{- $user := .Values.config.gw }}\n    {{- $all := merge $user (dict) }}\n"
+        "    {{- toYaml $all | nindent 4 }}\n    {{ .Values.other.x }}\n")},
+        "config:\n  gw:\n    a: 1\nother: {x: 1}\n")
+    info = load_chart(merged)
+    assert unknown_values({"config": {"gw": {"extensionManager": {"x": 1}}}}, info) == []
+    assert unknown_values({"other": {"typo": 1}}, info) == ["other.typo"]  # elsewhere still checked
+    whole = _chart(tmp_path / "whole", {"cm.yaml": '{{- $cm := omit .Values "route" }}\n{{ toYaml $cm }}\n'},
+                   "auth: {strategy: token}\n")
+    assert unknown_values({"external_services": {"tracing": {"use_grpc": True}}}, load_chart(whole)) == []
+    # A variable read, not handed on whole, does not open its subtree.
+    read = _chart(tmp_path / "read", {"cm.yaml": "{{- $c := .Values.config }}\n{{ $c.a }}\n"}, "config: {a: 1}\n")
+    assert unknown_values({"config": {"typo": 1}}, load_chart(read)) == ["config.typo"]
+
+
+def test_images_in_yaml_config_and_camel_case_arguments_are_found() -> None:
+    controller = {"kind": "Deployment", "spec": {"template": {"spec": {"containers": [{
+        "image": "docker.io/envoyproxy/ai-gateway-controller:v1.1.0",
+        "args": ["--extProcImage=docker.io/envoyproxy/ai-gateway-extproc:v1.1.0", "--port=1063"]}]}}}}
+    config = {"kind": "ConfigMap", "data": {"envoy-gateway.yaml": (
+        "provider:\n  kubernetes:\n    rateLimitDeployment:\n      container:\n"
+        "        image: docker.io/envoyproxy/ratelimit:17b1956c\n")}}
+    images = contract.PhaseRender(None, [contract.Rendered(controller, ""), contract.Rendered(config, "")],  # type: ignore[arg-type]
+                                  0.0).images()
+    assert images == ["docker.io/envoyproxy/ai-gateway-controller:v1.1.0",
+                      "docker.io/envoyproxy/ai-gateway-extproc:v1.1.0", "docker.io/envoyproxy/ratelimit:17b1956c"]
+
+
+def test_gateway_api_kinds_are_custom_resources_not_unknown_kubernetes_kinds() -> None:
+    from inferbox.validate import SchemaValidator
+
+    gateway = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "g"},
+               "spec": {"gatewayClassName": "c", "listeners": []}}
+    unknown = {"apiVersion": "apps/v1", "kind": "Deploymnet", "metadata": {"name": "d"}}
+    report = SchemaValidator(KUBE_VERSION).check([gateway, unknown])
+    assert report.unchecked == ["Gateway g"]
+    assert [p.object for p in report.problems] == ["Deploymnet d"]
+
+
+def test_envoy_gateways_rate_limit_deployment_counts_as_rendered_when_configured() -> None:
+    def render(config: str) -> contract.PhaseRender:
+        cm = {"kind": "ConfigMap", "metadata": {"name": "envoy-gateway-config", "namespace": "eg"},
+              "data": {"envoy-gateway.yaml": config}}
+        eg = phase_of("eg", checks=(HealthCheck(CheckKind.DEPLOYMENT_AVAILABLE, "envoy-ratelimit", "eg"),))
+        return contract.PhaseRender(eg, [contract.Rendered(cm, "")], 0.0)
+
+    assert contract._check_targets(render("rateLimit:\n  backend: {type: Redis}\n")) == []
+    [problem] = contract._check_targets(render("provider: {type: Kubernetes}\n"))
+    assert "no Deployment eg/envoy-ratelimit is rendered" in problem.message
+
+
+def phase_of(name: str, checks: tuple[HealthCheck, ...]) -> Phase:
+    return Phase(name=name, release=name, namespace=name, chart_key=name, chart=ChartSource(name, None),
+                 chart_name=name, chart_version="1", values_file=None, checks=checks)

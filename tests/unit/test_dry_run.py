@@ -44,7 +44,7 @@ def test_dry_run_uses_pins_and_orders_phases(make_settings, root: Path) -> None:
     assert f"helm pull {pin.chart} --version {pin.version} --destination <state>/charts" in pulls
     assert lines.index(pulls[-1]) < lines.index("kind get clusters")
     start = len(pulls)
-    assert lines[start].startswith("# render check skipped: cert-manager, ")
+    assert lines[start].startswith("# render check skipped: ai-gateway, ai-gateway-crds, cert-manager, ")
     assert lines[start + 1] == "kind get clusters"
     assert lines[start + 2].startswith("kind create cluster --name inferbox --config <state>/kind-config.yaml --image "
                                f"{settings.versions.kubernetes.kind_node_image}")

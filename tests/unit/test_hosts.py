@@ -65,8 +65,10 @@ def test_tenants_apply_refuses_a_model_whose_host_kserve_rejects(make_settings: 
     with pytest.raises(ConfigError) as caught:
         tenants_apply(make_settings(), Console(file=io.StringIO()), directory=tmp_path, kube=NoCluster())  # type: ignore[arg-type]
     assert caught.value.path == f"tenants/{LONG_TENANT}.yaml"
-    ((field, message),) = caught.value.problems
-    assert field == "models[0]" and message.startswith("sklearn-iris: host label 'sklearn-iris-predictor-analytics")
+    # Every listed model whose hosts KServe would refuse, each at its own field.
+    assert [field for field, _ in caught.value.problems] == ["models[0]", "models[1]"]
+    assert caught.value.problems[0][1].startswith("sklearn-iris: host label 'sklearn-iris-predictor-analytics")
+    assert caught.value.problems[1][1].startswith("smollm2-local: host label")
 
 
 def test_deploy_model_refuses_before_applying(make_settings: Callable[..., Settings], root: Path) -> None:

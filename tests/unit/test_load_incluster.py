@@ -147,9 +147,10 @@ def test_in_cluster_needs_a_tenant_serving_the_model(make_settings: Callable[...
     with pytest.raises(ConfigError, match=re.escape("profiles.chat-smoke.tenants: names no tenant: pass --tenant")):
         run_loadtest(make_settings(), None, None, "chat-smoke", in_cluster=True, dry_run=True,
                      console=Console(file=io.StringIO()))
-    not_served = "tenants/tenant-a.yaml: models: smollm2-local is not one of tenant-a's"
+    # tenant-a serves smollm2-local (the profile's first model) but not qwen-small.
+    not_served = "tenants/tenant-a.yaml: models: qwen-small is not one of tenant-a's"
     with pytest.raises(ConfigError, match=re.escape(not_served)):
-        run_loadtest(make_settings(), None, "tenant-a", "chat-smoke", in_cluster=True, dry_run=True,
+        run_loadtest(make_settings(), "qwen-small", "tenant-a", "chat-smoke", in_cluster=True, dry_run=True,
                      console=Console(file=io.StringIO()))
 
 

@@ -50,12 +50,12 @@ def dashboards(settings: Settings) -> dict[str, dict[str, Any]]:
 # -- the JSON files -------------------------------------------------------------------------------------
 
 
-def test_the_three_dashboards_parse_and_have_no_problems(dashboards: dict[str, dict[str, Any]]) -> None:
-    assert set(dashboards) == {"inference-overview.json", "gpu.json", "platform-health.json"}
+def test_the_four_dashboards_parse_and_have_no_problems(dashboards: dict[str, dict[str, Any]]) -> None:
+    assert set(dashboards) == {"inference-overview.json", "gpu.json", "platform-health.json", "ai-gateway-usage.json"}
     for name, dashboard in dashboards.items():
         assert dashboard_problems(dashboard, name) == []
     uids = [d["uid"] for d in dashboards.values()]
-    assert len(set(uids)) == 3 and all(uid.startswith("inferbox-") for uid in uids)
+    assert len(set(uids)) == 4 and all(uid.startswith("inferbox-") for uid in uids)
 
 
 def test_every_panel_and_query_uses_the_datasource_variable(dashboards: dict[str, dict[str, Any]]) -> None:

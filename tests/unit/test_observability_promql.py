@@ -148,12 +148,15 @@ def test_every_dashboard_and_rule_expression_parses_and_selects_exported_metrics
     assert metric_problems(results, recorded_names(objects)) == []
     # Every dashboard and every rule was seen, with its queries.
     ids = {r.id.split(" ")[0] for r in results}
-    assert {"inference-overview.json", "gpu.json", "platform-health.json", "PrometheusRule"} <= ids
+    assert {"inference-overview.json", "gpu.json", "platform-health.json", "ai-gateway-usage.json",
+            "PrometheusRule"} <= ids
     used = {m for r in results for m in r.metrics}
     assert {"istio_requests_total", "istio_request_duration_milliseconds_bucket", "request_predict_seconds_bucket",
             "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_GPU_TEMP",
             "DCGM_FI_DEV_POWER_USAGE", "kube_deployment_status_replicas_available",
-            "kube_pod_container_status_restarts_total", "up"} <= used
+            "kube_pod_container_status_restarts_total", "up", "gen_ai_client_token_usage_sum",
+            "gen_ai_server_request_duration_seconds_count", "inferbox:tenant_token_budget:per_second",
+            "inferbox:tenant_tokens:rate5m"} <= used
 
 
 def test_check_all_reports_nothing_for_the_shipped_files(binary: Path, make_settings: Callable[..., Settings]) -> None:

@@ -92,8 +92,9 @@ def test_rules_with_other_thresholds_golden(settings: Settings, golden: Callable
 def test_objects_go_to_the_monitoring_phase_namespace(objects: list[dict[str, Any]], settings: Settings) -> None:
     assert {o["metadata"]["namespace"] for o in objects} == {monitoring_namespace(settings)} == {"monitoring"}
     assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [
-        ("PodMonitor", "kserve-predictors"), ("PodMonitor", "istio-ingressgateway"),
-        ("PrometheusRule", "inferbox-alerts"), ("ConfigMap", "inferbox-dashboard-gpu"),
+        ("PodMonitor", "kserve-predictors"), ("PodMonitor", "istio-ingressgateway"), ("PodMonitor", "ai-gateway"),
+        ("PrometheusRule", "inferbox-alerts"), ("ConfigMap", "inferbox-dashboard-ai-gateway-usage"),
+        ("ConfigMap", "inferbox-dashboard-gpu"),
         ("ConfigMap", "inferbox-dashboard-inference-overview"), ("ConfigMap", "inferbox-dashboard-platform-health")]
     assert all(o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "inferbox" for o in objects)
 
@@ -127,7 +128,7 @@ def test_gateway_monitor_selects_the_gateway_release(objects: list[dict[str, Any
 def test_scrape_port_is_one_the_tenant_network_policy_opens(objects: list[dict[str, Any]], settings: Settings) -> None:
     """manifests/tenant/ lets the monitoring namespace in on 15020 (and 8080/8082): we scrape 15020."""
     policies = Renderer(settings.root / "manifests").objects("tenant/networkpolicies.yaml.j2", tenant={"name": "t"},
-                                                                      knative=False)
+                                                                      knative=False, ai=None)
     allow = next(p for p in policies if p["metadata"]["name"] == "allow-monitoring")
     [rule] = allow["spec"]["ingress"]
     sources = [f["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for f in rule["from"]]
@@ -144,7 +145,8 @@ def test_every_alert_has_severity_summary_description_and_a_one_line_runbook(obj
     alerts = [r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
     assert {a["alert"] for a in alerts} == {
         "InferenceLatencyP95High", "InferenceErrorRatioHigh", "PredictorMetricsDown", "PredictorRestarting",
-        "GPUMemoryNearlyFull", "PlatformTargetDown", "PlatformDeploymentUnavailable", "PlatformDaemonSetNotReady"}
+        "GPUMemoryNearlyFull", "PlatformTargetDown", "PlatformDeploymentUnavailable", "PlatformDaemonSetNotReady",
+        "TenantTokenBudgetBurn"}
     for alert in alerts:
         assert alert["labels"]["severity"] in {"warning", "critical"}, alert["alert"]
         notes = alert["annotations"]
@@ -173,7 +175,7 @@ def test_thresholds_reach_the_rules(settings: Settings) -> None:
 def test_dashboard_configmaps_carry_the_files_verbatim(objects: list[dict[str, Any]], settings: Settings) -> None:
     configmaps = by_kind(objects, "ConfigMap")
     files = dashboard_files(settings.root)
-    assert len(configmaps) == len(files) == 3
+    assert len(configmaps) == len(files) == 4
     for path in files:
         cm = configmaps[f"inferbox-dashboard-{path.stem}"]
         assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"  # Grafana's sidecar label (monitoring.yaml)
@@ -194,7 +196,7 @@ def test_sidecar_label_matches_the_monitoring_values(objects: list[dict[str, Any
 def test_objects_match_the_prometheus_operator_crd_schemas(objects: list[dict[str, Any]],
                                                            validator: SchemaValidator) -> None:
     report = validator.validate(objects, require_all=True)
-    assert sorted(report.checked.values()).count("CRD monitoring.coreos.com/v1 PodMonitor") == 2
+    assert sorted(report.checked.values()).count("CRD monitoring.coreos.com/v1 PodMonitor") == 3
     assert "CRD monitoring.coreos.com/v1 PrometheusRule" in report.checked.values()
 
 
@@ -239,7 +241,8 @@ def test_monitoring_phase_applies_the_templates(settings: Settings) -> None:
     applied = [line for line in lines if line.startswith("# apply (server-side")]
     assert [line.rsplit(": ", 1)[1] for line in applied] == [
         "PodMonitor monitoring/kserve-predictors", "PodMonitor monitoring/istio-ingressgateway",
-        "PrometheusRule monitoring/inferbox-alerts", "ConfigMap monitoring/inferbox-dashboard-gpu",
+        "PodMonitor monitoring/ai-gateway", "PrometheusRule monitoring/inferbox-alerts",
+        "ConfigMap monitoring/inferbox-dashboard-ai-gateway-usage", "ConfigMap monitoring/inferbox-dashboard-gpu",
         "ConfigMap monitoring/inferbox-dashboard-inference-overview",
         "ConfigMap monitoring/inferbox-dashboard-platform-health"]
     helm_at = next(i for i, line in enumerate(lines) if "helm upgrade --install kube-prometheus-stack" in line)

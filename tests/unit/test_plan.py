@@ -32,9 +32,14 @@ def test_waves_group_independent_phases(make_settings) -> None:
     assert names(waves[1]) == {"istio-base", "dcgm-exporter"}
     assert names(waves[2]) == {"istio-cni"}
     assert names(waves[3]) == {"istiod"}
-    assert names(waves[4]) == {"istio-ingressgateway", "kserve-crd"}
-    assert names(waves[5]) == {"kserve"}
-    assert names(waves[6]) == {"kserve-runtimes"}
+    # The AI gateway's Envoy proxies carry an Istio sidecar, and Jaeger is the mesh's tracing
+    # provider: both start once istiod answers, beside the ingress gateway.
+    assert names(waves[4]) == {"istio-ingressgateway", "kserve-crd", "envoy-gateway", "tracing"}
+    assert names(waves[5]) == {"kserve", "ai-gateway-crds", "kiali"}
+    assert names(waves[6]) == {"kserve-runtimes", "ai-gateway"}
+    without = build_plan(make_settings(ai_gateway=False, monitoring=False), gpu=False).waves()
+    assert names(without[-1]) == {"kserve-runtimes"} and not {"envoy-gateway", "tracing", "kiali"} & {
+        p.name for wave in without for p in wave}
 
 
 def test_every_phase_depends_only_on_earlier_waves(make_settings) -> None:
@@ -80,7 +85,8 @@ def test_every_shipped_values_file_is_used_and_parses(make_settings, root: Path)
 def test_critical_path_and_json(make_settings, root: Path) -> None:
     plan = build_plan(make_settings(), gpu=False)
     total, path = plan.critical_path()
-    assert path[0] == "cert-manager" and path[-1] == "kserve-runtimes"
+    assert path == ["cert-manager", "istio-base", "istio-cni", "istiod", "envoy-gateway", "ai-gateway-crds",
+                    "ai-gateway"]
     assert total == sum(plan.phase(n).expected_s for n in path)
     assert total < sum(p.expected_s for p in plan.phases)
     data = json.loads(json.dumps(plan.to_dict(root)))
@@ -90,7 +96,7 @@ def test_critical_path_and_json(make_settings, root: Path) -> None:
     assert cert["chart"]["version"] == plan.phase("cert-manager").chart_version
     assert any("webhook" in c["kind"] for c in cert["checks"])
     # Measured durations replace the estimates.
-    assert plan.critical_path({"monitoring": 10_000})[1] == ["monitoring"]
+    assert plan.critical_path({"monitoring": 10_000})[1] == ["monitoring", "kiali"]
 
 
 def _phase(name: str, *deps: str) -> Phase:

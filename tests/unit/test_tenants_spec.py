@@ -63,7 +63,9 @@ def problems_of(tmp_path: Path, doc: Any, filename: str = "team-x.yaml") -> list
 def test_every_shipped_tenant_validates(root: Path) -> None:
     tenants = {t.name: t for t in load_tenants(root / "tenants", root=root)}
     assert set(tenants) == {"tenant-a", "tenant-b", "tenant-c"}
-    assert tenants["tenant-a"].models == ["sklearn-iris"]
+    assert tenants["tenant-a"].models == ["sklearn-iris", "smollm2-local"]
+    assert [(b.tokens, b.per, b.count) for b in tenants["tenant-a"].token_budgets] == [
+        (20000, "minute", "total"), (300000, "hour", "output")]
     assert tenants["tenant-a"].quotas.gpu is None
     assert tenants["tenant-b"].models == [] and not tenants["tenant-b"].callers.subjects
     assert tenants["tenant-c"].quotas.gpu == 1 and tenants["tenant-c"].models
