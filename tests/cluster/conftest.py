@@ -9,6 +9,8 @@ INFERBOX_TESTENV_BUILD=1 to build here).
 from __future__ import annotations
 
 import contextlib
+import copy
+import io
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,9 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
+from kubernetes.client.rest import ApiException
+from rich.console import Console
 
 from inferbox import PROJECT_ROOT
+from inferbox.config import Settings
+from inferbox.k8s import Kube
+from inferbox.tenants import app
 from inferbox.testenv import BinarySet, ControlPlane, ensure_binaries, find_binaries, load_pins, netns
 from inferbox.testenv.build import build_digest, default_cache_dir
 from inferbox.testenv.existing import ExistingCluster
@@ -162,3 +170,55 @@ def fail_closed_webhook(name: str, *, service: str, namespace: str, group: str, 
 def webhook_config() -> Callable[..., dict[str, Any]]:
     """The fail-closed webhook configuration factory (fail_closed_webhook), for the tests here."""
     return fail_closed_webhook
+
+
+# -- tenants (tests/cluster/test_tenants.py, test_aigateway.py; each module brings its own `kube` and
+# `settings` fixtures) ------------------------------------------------------------------------------
+
+
+class Tenants:
+    """A private tenants/ folder with uniquely named copies of the shipped tenants."""
+
+    def __init__(self, folder: Path, settings: Settings, kube: Kube) -> None:
+        self.folder = folder
+        self.settings = settings
+        self.kube = kube
+        self.suffix = uuid.uuid4().hex[:6]
+        self.docs: dict[str, dict[str, Any]] = {}
+
+    def add(self, shipped: str) -> str:
+        doc = yaml.safe_load((PROJECT_ROOT / "tenants" / f"{shipped}.yaml").read_text())
+        doc["name"] = f"{shipped}-{self.suffix}"
+        self.write(doc)
+        return str(doc["name"])
+
+    def write(self, doc: dict[str, Any]) -> None:
+        self.docs[doc["name"]] = doc
+        (self.folder / f"{doc['name']}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    def edit(self, name: str, change: Callable[[dict[str, Any]], None]) -> None:
+        doc = copy.deepcopy(self.docs[name])
+        change(doc)
+        self.write(doc)
+
+    def apply(self, **kwargs: Any) -> Any:
+        return app.tenants_apply(self.settings, Console(file=io.StringIO(), width=200), kube=self.kube,
+                                 directory=self.folder, **kwargs)
+
+    def delete(self, name: str, *, confirmed: bool = True) -> Any:
+        return app.tenant_delete(self.settings, Console(file=io.StringIO(), width=200), name, confirmed=confirmed,
+                                 kube=self.kube, directory=self.folder)
+
+
+@pytest.fixture
+def tenants(tmp_path: Path, settings: Settings, kube: Kube, core: client.CoreV1Api) -> Iterator[Tenants]:
+    folder = tmp_path / "tenants"
+    folder.mkdir()
+    made = Tenants(folder, settings, kube)
+    yield made
+    for name in made.docs:
+        try:
+            core.delete_namespace(name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +25,8 @@ from inferbox.render import Renderer
 from inferbox.tenants import app
 from inferbox.tenants.apply import Outcome
 from inferbox.testenv import ControlPlane
-from tests.cluster.test_tenants import Tenants, outcomes
+from tests.cluster.conftest import Tenants
+from tests.cluster.test_tenants import outcomes
 
 pytestmark = [pytest.mark.cluster, pytest.mark.crds]
 
@@ -67,20 +67,6 @@ def platform(settings: Settings, kube: Kube, core: client.CoreV1Api) -> Iterator
     yield objects
     for obj in reversed(objects):
         kube.delete(ObjectRef.of(obj))
-
-
-@pytest.fixture
-def tenants(tmp_path: Path, settings: Settings, kube: Kube, core: client.CoreV1Api) -> Iterator[Tenants]:
-    folder = tmp_path / "tenants"
-    folder.mkdir()
-    made = Tenants(folder, settings, kube)
-    yield made
-    for name in made.docs:
-        try:
-            core.delete_namespace(name)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
 
 
 def test_the_phase_objects_are_admitted(platform: list[dict[str, Any]], kube: Kube) -> None:

@@ -3,21 +3,14 @@ pruning, quota and Pod Security admission, the model admission policy, RBAC, ten
 
 from __future__ import annotations
 
-import copy
-import io
 import json
-import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from rich.console import Console
 
-from inferbox import PROJECT_ROOT
 from inferbox.config import Settings
 from inferbox.errors import InferboxError, Invalid, KubeError
 from inferbox.k8s import Kube, ObjectRef
@@ -27,6 +20,7 @@ from inferbox.tenants.render import TENANT_LABEL
 from inferbox.testenv import ControlPlane
 from inferbox.testenv.waiting import wait_for
 from inferbox.wait import Deadline, Waiter
+from tests.cluster.conftest import Tenants
 
 pytestmark = [pytest.mark.cluster, pytest.mark.crds]
 
@@ -44,54 +38,6 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
     settings = make_settings()
     app.keystore(settings).ensure()
     return settings
-
-
-class Tenants:
-    """A private tenants/ folder with uniquely named copies of the shipped tenants."""
-
-    def __init__(self, folder: Path, settings: Settings, kube: Kube) -> None:
-        self.folder = folder
-        self.settings = settings
-        self.kube = kube
-        self.suffix = uuid.uuid4().hex[:6]
-        self.docs: dict[str, dict[str, Any]] = {}
-
-    def add(self, shipped: str) -> str:
-        doc = yaml.safe_load((PROJECT_ROOT / "tenants" / f"{shipped}.yaml").read_text())
-        doc["name"] = f"{shipped}-{self.suffix}"
-        self.write(doc)
-        return str(doc["name"])
-
-    def write(self, doc: dict[str, Any]) -> None:
-        self.docs[doc["name"]] = doc
-        (self.folder / f"{doc['name']}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-
-    def edit(self, name: str, change: Callable[[dict[str, Any]], None]) -> None:
-        doc = copy.deepcopy(self.docs[name])
-        change(doc)
-        self.write(doc)
-
-    def apply(self, **kwargs: Any) -> Any:
-        return app.tenants_apply(self.settings, Console(file=io.StringIO(), width=200), kube=self.kube,
-                                 directory=self.folder, **kwargs)
-
-    def delete(self, name: str, *, confirmed: bool = True) -> Any:
-        return app.tenant_delete(self.settings, Console(file=io.StringIO(), width=200), name, confirmed=confirmed,
-                                 kube=self.kube, directory=self.folder)
-
-
-@pytest.fixture
-def tenants(tmp_path: Path, settings: Settings, kube: Kube, core: client.CoreV1Api) -> Iterator[Tenants]:
-    folder = tmp_path / "tenants"
-    folder.mkdir()
-    made = Tenants(folder, settings, kube)
-    yield made
-    for name in made.docs:
-        try:
-            core.delete_namespace(name)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
 
 
 def outcomes(report: Any, tenant: str | None = None) -> dict[str, Outcome]:

@@ -24,7 +24,7 @@ from inferbox.config import Settings
 from inferbox.load import harness, tracing
 from inferbox.load.app import run_loadtest
 from inferbox.load.profiles import default_profiles_path, load_profiles
-from tests.loopback import http_server
+from tests.loopback import QuietHandler, http_server
 from tests.unit.test_load_openai import FakeLLM, Recorder
 
 TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-01$")
@@ -39,7 +39,7 @@ class Captured:
 def predictor(captured: Captured) -> type[BaseHTTPRequestHandler]:
     """A V1/V2 predictor that answers every row, keeping every request's headers."""
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:
@@ -51,15 +51,7 @@ def predictor(captured: Captured) -> type[BaseHTTPRequestHandler]:
             else:
                 rows = body["inputs"][0]["shape"][0]
                 answer = {"outputs": [{"name": "out", "shape": [rows], "datatype": "INT64", "data": [1] * rows}]}
-            data = json.dumps(answer).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
+            self.reply(200, json.dumps(answer).encode())
 
     return Handler
 

@@ -49,12 +49,8 @@ from inferbox.tenants.keys import ISSUER, KeyStore, issue_token, sign, tenant_is
 from inferbox.tenants.render import TENANT_LABEL, render_tenant, to_yaml
 from inferbox.tenants.spec import Tenant, parse_tenant
 from inferbox.validate import SchemaValidator
+from tests.unit.test_tenants_render import JWKS  # a fixed key: goldens that do not change
 
-# A fixed public key (test_tenants_render's), so the goldens do not change with every key generated.
-JWKS = json.dumps({"keys": [{
-    "alg": "ES256", "crv": "P-256", "kid": "Nfa7lpA6pGUjTzVp0axBR3HrXqljEldiaAF8F8UeE7g", "kty": "EC",
-    "use": "sig", "x": "tDTAmXsTXn8MXFmYvqfjX99aNM73QsC5VatNRtOl-wo",
-    "y": "A2w369t5hcrauBOH8YWB-9iLVXVP0rKXUZrfmJjwl0k"}]}, sort_keys=True, separators=(",", ":"))
 KUBERNETES_VERSION = load_versions(PROJECT_ROOT / "versions.toml").kubernetes.version
 CATALOG = load_catalog(default_catalog_path(PROJECT_ROOT))
 DOMAIN = "example.com"

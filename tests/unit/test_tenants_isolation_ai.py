@@ -23,7 +23,7 @@ from rich.console import Console
 from inferbox.config import Settings
 from inferbox.tenants import app, isolation
 from inferbox.tenants.keys import KeyStore, tenant_issuer, verify_token
-from tests.loopback import http_server
+from tests.loopback import QuietHandler, http_server
 
 TENANT, OTHER = "tenant-a", "tenant-b"
 CALLERS = {"iris-web", "iris-ci"}
@@ -138,19 +138,12 @@ class Gateway:
 
 
 def handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
             gateway.seen.append({"host": self.headers["Host"], "path": self.path, "body": body})
             status, answer = gateway.answer(self.headers["Host"], self.headers.get("Authorization", ""), body)
-            data = json.dumps(answer).encode() if isinstance(answer, dict) else answer.encode()
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
+            self.reply(status, json.dumps(answer).encode() if isinstance(answer, dict) else answer.encode())
 
     return Handler
 
