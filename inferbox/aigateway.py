@@ -63,6 +63,9 @@ MODEL_HEADER = "x-ai-eg-model"
 COST_NAMESPACE = "io.envoy.ai_gateway"
 COST_TYPES = {"input": "InputToken", "output": "OutputToken", "total": "TotalToken"}
 EMPTY_JWKS = '{"keys": []}'
+# Envoy Gateway's xDS server and its rate-limit service's gRPC port (TLS both), which the proxies dial.
+XDS_PORT = 18000
+RATELIMIT_PORT = 8081
 
 
 def cost_key(tokens: str) -> str:
@@ -97,7 +100,7 @@ def gateway_context(settings: Settings, jwks: str | None = None) -> dict[str, An
             # Envoy Gateway's samplingRate is a whole percentage (0-100).
             "sampling_rate": round(settings.trace_sampling_percent),
             "jaeger_service": JAEGER_DEPLOYMENT, "jaeger_namespace": TRACING_NAMESPACE,
-            "jaeger_port": JAEGER_OTLP_GRPC_PORT,
+            "jaeger_port": JAEGER_OTLP_GRPC_PORT, "control_ports": [XDS_PORT, RATELIMIT_PORT],
         },
         "tracing": {"provider": TRACING_PROVIDER, "sampling_percent": settings.trace_sampling_percent,
                     "run_tag": RUN_TAG, "run_header": RUN_HEADER},

@@ -421,3 +421,18 @@ def test_issuer_binding_matches_the_mesh(store: KeyStore) -> None:
     [rule] = only(objects, "RequestAuthentication")["spec"]["jwtRules"]
     assert provider["issuer"] == rule["issuer"] == tenant_issuer("alpha")
     assert provider["audiences"] == rule["audiences"]
+
+
+def test_the_proxies_meet_the_mesh_outbound_only(store: KeyStore, settings: Settings) -> None:
+    proxy = only(platform_objects(settings, store.jwks_json()), "EnvoyProxy")
+    pod = proxy["spec"]["provider"]["kubernetes"]["envoyDeployment"]["pod"]
+    # An Istio sidecar for the mTLS hop to the predictors (STRICT), inbound left to Envoy itself.
+    assert pod["labels"] == {"sidecar.istio.io/inject": "true"}
+    assert pod["annotations"]["traffic.sidecar.istio.io/includeInboundPorts"] == ""
+    # Envoy Gateway's own TLS connections (xDS, rate-limit service) must not pass the sidecar.
+    assert set(pod["annotations"]["traffic.sidecar.istio.io/excludeOutboundPorts"].split(",")) == {"18000", "8081"}
+    assert proxy["spec"]["routingType"] == "Service"
+    assert proxy["spec"]["provider"]["kubernetes"]["envoyService"] == {"name": AI_GATEWAY_NAME, "type": "ClusterIP"}
+    # Meshed clients reach the proxies' plain ports without mTLS.
+    rule = only(platform_objects(settings, store.jwks_json()), "DestinationRule")
+    assert rule["spec"] == {"host": JWKS_URL.split("/")[2], "trafficPolicy": {"tls": {"mode": "DISABLE"}}}

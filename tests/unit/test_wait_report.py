@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from inferbox.wait import container_state, daemonset_ready, deployment_available, describe_pod, summarize_status
 
 
@@ -47,3 +49,24 @@ def test_status_summary_shows_failing_conditions_only_with_reasons() -> None:
     text = summarize_status(deployment(3, 3, "False", 0))
     assert "availableReplicas=0" in text and "generation=3" in text
     assert "Available=False (MinimumReplicasUnavailable: no)" in text
+
+
+def test_a_gateway_is_programmed_only_for_its_current_generation() -> None:
+    from inferbox.wait import condition_check
+
+    programmed = condition_check("Programmed")
+
+    def gateway(status: str, seen: int | None, generation: int = 2) -> dict[str, Any]:
+        condition = {"type": "Programmed", "status": status}
+        if seen is not None:
+            condition["observedGeneration"] = seen  # Gateway API: per condition, no status.observedGeneration
+        return {"metadata": {"generation": generation}, "status": {"conditions": [
+            {"type": "Accepted", "status": "True", "observedGeneration": generation}, condition]}}
+
+    assert programmed(gateway("True", 2))
+    assert not programmed(gateway("True", 1))  # stale: the controller has not seen the new spec
+    assert not programmed(gateway("False", 2))
+    assert programmed(gateway("True", None))
+    assert not programmed({"metadata": {"generation": 1}, "status": {}})
+    assert condition_check("Ready")({"metadata": {"generation": 1}, "status": {
+        "observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}]}})
