@@ -413,7 +413,8 @@ def token(c: Context, tenant: str, subject: str | None = None, ttl: str = "15m",
                         "model it may not use is taken from the catalog)",
             "ai_budget": "end with chat requests until the tenant's smallest token budget answers 429 (default "
                          "on; it spends the budget for the rest of its window; --no-ai-budget skips it)",
-            "ai_budget_timeout": "seconds the over-budget case may take before it fails; default 120"})
+            "ai_budget_timeout": "seconds the over-budget case may take before it fails; default 120"},
+      auto_shortflags=False)
 def verify_isolation(c: Context, base_url: str = "http://localhost:8080", tenant: str = "tenant-a",
                      other_tenant: str = "tenant-b", model: str | None = None, host: str | None = None,
                      timeout: float = 10.0, ai: bool = True, ai_base_url: str = "http://127.0.0.1:8081",

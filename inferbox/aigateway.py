@@ -24,16 +24,23 @@ from inferbox.bootstrap.phases import (
     TRACING_PROVIDER,
 )
 from inferbox.config import Settings
+from inferbox.errors import NotFound
+from inferbox.k8s import Kube, ObjectRef
 from inferbox.models.hosts import ingress_naming
 
 if TYPE_CHECKING:
-    from inferbox.models.catalog import Catalog
+    from inferbox.models.catalog import Catalog, ModelSpec
     from inferbox.tenants.spec import Tenant
 
 # The Service Envoy Gateway makes for the Gateway's proxies, named by the EnvoyProxy
 # (manifests/aigateway/gateway.yaml.j2: spec.provider.kubernetes.envoyService.name).
 GATEWAY_SERVICE = AI_GATEWAY_NAME
 GATEWAY_FQDN = f"{GATEWAY_SERVICE}.{ENVOY_GATEWAY_NAMESPACE}.svc.cluster.local"
+# The proxies' mesh identity: their ServiceAccount, named by the EnvoyProxy (envoyServiceAccount.name),
+# in Istio's principal form (trust domain cluster.local, the mesh default).
+# The service name of the AI gateway's spans (EnvoyProxy telemetry.tracing.provider.serviceName).
+TRACE_SERVICE = f"{AI_GATEWAY_NAME}.{ENVOY_GATEWAY_NAMESPACE}"
+GATEWAY_PRINCIPAL = f"cluster.local/ns/{ENVOY_GATEWAY_NAMESPACE}/sa/{AI_GATEWAY_NAME}"
 # The JWKS endpoint, the "JWT server" of the seed: the gateway answers it from a ConfigMap
 # (HTTPRouteFilter directResponse, gateway api/v1alpha1/httproutefilter_types.go@v1.9.0), so it
 # needs no server of its own. Both verifiers fetch it: istiod for the sidecars' RequestAuthentication
@@ -44,9 +51,10 @@ JWKS_CONFIGMAP = "inferbox-jwks"
 # The ConfigMap key Envoy Gateway reads the body from (api/v1alpha1/shared_types.go@v1.9.0,
 # CustomResponseBody.ValueRef: "response.body", else the first key).
 JWKS_CONFIGMAP_KEY = "response.body"
-# Envoy Gateway's direct responses are limited to 4 KiB (internal/xds/translator/translator.go@v1.9.0,
-# DefaultMaxDirectResponseBodySize): about 20 P-256 public keys.
-JWKS_MAX_BYTES = 4 * 1024
+# What the endpoint can serve: a ConfigMap holds at most 1 MiB (Kubernetes' object size limit);
+# Envoy Gateway raises Envoy's direct-response limit (4 KiB by default) to fit the body
+# (internal/xds/translator/translator.go@v1.9.0, maxDirectResponseBodySize, DefaultCRDMaxSize).
+JWKS_MAX_BYTES = 1024 * 1024 - 1024  # room for the ConfigMap's own metadata
 # How long each verifier caches the key set: Envoy's remoteJWKS cacheDuration and istiod's
 # PILOT_JWT_PUB_KEY_REFRESH_INTERVAL (set by the istiod phase) are both this.
 JWKS_CACHE = JWKS_REFRESH
@@ -66,6 +74,12 @@ EMPTY_JWKS = '{"keys": []}'
 # Envoy Gateway's xDS server and its rate-limit service's gRPC port (TLS both), which the proxies dial.
 XDS_PORT = 18000
 RATELIMIT_PORT = 8081
+
+
+def sampling_fraction(percent: float) -> dict[str, int]:
+    """``percent`` as Envoy Gateway's samplingFraction (gateway api/v1alpha1/shared_types.go@v1.9.0,
+    Tracing.SamplingFraction: numerator over denominator), to a hundredth of a percent."""
+    return {"numerator": round(percent * 100), "denominator": 10_000}
 
 
 def cost_key(tokens: str) -> str:
@@ -97,10 +111,11 @@ def gateway_context(settings: Settings, jwks: str | None = None) -> dict[str, An
             "tenant_domain": f"ai.{ingress_naming(settings).domain}", "tenant_label": TENANT_LABEL,
             "tenant_header": TENANT_HEADER, "jwks_configmap": JWKS_CONFIGMAP, "jwks_key": JWKS_CONFIGMAP_KEY,
             "jwks_path": JWKS_PATH, "tracing": settings.monitoring,
-            # Envoy Gateway's samplingRate is a whole percentage (0-100).
-            "sampling_rate": round(settings.trace_sampling_percent),
+            # A fraction, not samplingRate (whole percent): 0.5% must stay 0.5%, as Istio takes it.
+            "sampling_fraction": sampling_fraction(settings.trace_sampling_percent),
             "jaeger_service": JAEGER_DEPLOYMENT, "jaeger_namespace": TRACING_NAMESPACE,
-            "jaeger_port": JAEGER_OTLP_GRPC_PORT, "control_ports": [XDS_PORT, RATELIMIT_PORT],
+            "jaeger_port": JAEGER_OTLP_GRPC_PORT, "trace_service": TRACE_SERVICE,
+            "control_ports": [XDS_PORT, RATELIMIT_PORT],
         },
         "tracing": {"provider": TRACING_PROVIDER, "sampling_percent": settings.trace_sampling_percent,
                     "run_tag": RUN_TAG, "run_header": RUN_HEADER},
@@ -143,7 +158,7 @@ class TenantGateway:
             "model_header": MODEL_HEADER, "tenant_header": TENANT_HEADER, "jwks_uri": self.jwks_uri,
             "jwks_cache": JWKS_CACHE, "cost_namespace": COST_NAMESPACE, "cost_types": COST_TYPES,
             "cost_keys": {tokens: cost_key(tokens) for tokens in COST_TYPES}, "monitoring": self.monitoring,
-            "budget_record": BUDGET_RECORD,
+            "budget_record": BUDGET_RECORD, "principal": GATEWAY_PRINCIPAL,
         }
 
 
@@ -159,3 +174,25 @@ def jwks_configmap(settings: Settings, jwks: str) -> dict[str, Any]:
     [configmap] = Renderer(settings.root / "manifests").objects("aigateway/jwks.yaml.j2",
                                                                 **gateway_context(settings, jwks))
     return configmap
+
+
+AI_GATEWAY_REF = ObjectRef("gateway.networking.k8s.io/v1", "Gateway", AI_GATEWAY_NAME, ENVOY_GATEWAY_NAMESPACE)
+# In-cluster clients (the in-cluster load tests) reach the tenants' OpenAI endpoints here.
+IN_CLUSTER_URL = f"http://{GATEWAY_FQDN}"
+GATEWAY_PORT = 80  # the Gateway's tenants listener (manifests/aigateway/gateway.yaml.j2)
+# The AI gateway serves the OpenAI API at the root (ai-gateway-helm endpointConfig.rootPrefix "/",
+# openai "": /v1/chat/completions), where KServe's own server mounts it under /openai.
+OPENAI_PREFIX = ""
+
+
+def installed(kube: Kube) -> bool:
+    """Does the cluster run the AI gateway (its Gateway exists)?"""
+    try:
+        return kube.get(AI_GATEWAY_REF) is not None
+    except NotFound:  # the Gateway API CRDs are not installed
+        return False
+
+
+def serves_openai_only(model: ModelSpec) -> bool:
+    """A model the AI gateway serves: it speaks OpenAI and nothing else (an LLM of the catalog)."""
+    return set(model.protocols) == {"openai"}

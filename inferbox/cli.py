@@ -20,6 +20,31 @@ from inferbox import PROJECT_ROOT
 from inferbox.config import Settings, build_settings, default_state_dir
 from inferbox.errors import InferboxError
 
+
+def _clean_flag_errors() -> None:
+    """A typed flag given a value of another type (``--timeout abc``) is a ParseError naming the
+    flag, which invoke prints in one line with exit 1, instead of a ValueError traceback: invoke
+    3 casts with the default's type in ``Argument.set_value`` and lets the error escape."""
+    from invoke.exceptions import ParseError
+    from invoke.parser.argument import Argument
+
+    original = Argument.set_value
+    if getattr(original, "_inferbox", False):
+        return
+
+    def set_value(self: Argument, value: Any, cast: bool = True) -> None:
+        try:
+            original(self, value, cast)
+        except (TypeError, ValueError):
+            kind = {int: "a whole number", float: "a number"}.get(self.kind, self.kind.__name__)
+            raise ParseError(f"--{self.name.replace('_', '-')}: {value!r} is not {kind}") from None
+
+    set_value._inferbox = True  # type: ignore[attr-defined]
+    Argument.set_value = set_value  # type: ignore[method-assign]
+
+
+_clean_flag_errors()
+
 # soft_wrap: a message or a list line is printed whole (a terminal wraps it), never split by Rich
 # mid-command; tables are still laid out to the width (inferbox.ui.FitTable lists what does not fit).
 console = Console(soft_wrap=True)

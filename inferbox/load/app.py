@@ -10,14 +10,17 @@ SLO named and the report kept.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from inferbox import aigateway
 from inferbox.config import Settings
 from inferbox.errors import ConfigError
+from inferbox.k8s import Kube
 from inferbox.load import harness, incluster
 from inferbox.load import summary as verdict
 from inferbox.load.profiles import Profile, ProfilesFile, default_profiles_path, display_path, load_profiles
@@ -34,6 +37,7 @@ from inferbox.load.target import (
 from inferbox.local.client import free_port
 from inferbox.local.predictors import LocalTarget, local_target
 from inferbox.models.catalog import Catalog, default_catalog_path, load_catalog
+from inferbox.models.gateway import ai_gateway_port
 from inferbox.models.hosts import ingress_naming
 from inferbox.runner import Runner, ShellRunner
 from inferbox.ui import FitTable
@@ -114,6 +118,9 @@ def run_loadtest(settings: Settings, model: str | None, tenant: str | None, prof
     if not 0 <= workers <= harness.MAX_WORKERS:
         raise ConfigError("command line", [("workers", f"{workers}: between 0 (one process) and "
                                                        f"{harness.MAX_WORKERS}")])
+    if dry_run and not in_cluster:
+        raise ConfigError("command line", [("dry-run", "prints the in-cluster manifests: with --in-cluster (a "
+                                                       "local run has nothing to print before it starts)")])
     catalog = load_catalog(default_catalog_path(settings.root))
     previous = verdict.find_summary(compare, loadtests_dir(settings)) if compare else None
     if in_cluster:
@@ -128,8 +135,29 @@ def run_loadtest(settings: Settings, model: str | None, tenant: str | None, prof
                              trace=trace)
     selection = select(settings, catalog, profile=profile, model=model, tenant=tenant, target=kind,
                        profiles_path=profiles_path)
-    endpoint = endpoint_for(settings, selection, kind, host=host, i_own_this_host=i_own_this_host, local=local,
-                            catalog=catalog)
+    with contextlib.ExitStack() as stack:
+        if kind is Target.CLUSTER and host is None and selection.tenant \
+                and aigateway.serves_openai_only(selection.model):
+            kube = Kube.connect(context=settings.kube_context)
+            if aigateway.installed(kube):
+                # An LLM on the AI gateway admits inference from the gateway alone: the load goes
+                # through it (a port-forward to its proxies), to the tenant's OpenAI host.
+                port = stack.enter_context(ai_gateway_port(kube))
+                ai_host = aigateway.tenant_host(selection.tenant, ingress_naming(settings).domain)
+                endpoint = Endpoint(f"http://127.0.0.1:{port}", ai_host, f"the AI gateway (routing {ai_host})",
+                                    openai_prefix=aigateway.OPENAI_PREFIX, trace_service=aigateway.TRACE_SERVICE)
+                return _run(settings, selection, endpoint, kind, workers=workers, console=console, runner=runner,
+                            prometheus_url=prometheus_url, previous=previous, trace=trace)
+        endpoint = endpoint_for(settings, selection, kind, host=host, i_own_this_host=i_own_this_host, local=local,
+                                catalog=catalog)
+        return _run(settings, selection, endpoint, kind, workers=workers, console=console, runner=runner,
+                    prometheus_url=prometheus_url, previous=previous, trace=trace)
+
+
+def _run(settings: Settings, selection: Selection, endpoint: Endpoint, kind: Target, *, workers: int,
+         console: Console, runner: Runner | None, prometheus_url: str | None, previous: Path | None,
+         trace: bool) -> LoadTestOutcome:
+    """One Locust run against ``endpoint``, judged."""
     token = issue_token(settings, selection.tenant, selection.profile.duration, console) if selection.tenant else None
     probe(endpoint)
     run_dir = new_run_dir(settings, selection.model.name, selection.profile.name)
@@ -146,7 +174,7 @@ def run_loadtest(settings: Settings, model: str | None, tenant: str | None, prof
                        master_port=free_port() if workers else None)
     return finish(settings, run_dir, selection, console, target=kind.value, base_url=endpoint.base_url,
                   workers=workers, started=started, finished=datetime.now(UTC), prometheus_url=prometheus_url,
-                  previous=previous)
+                  previous=previous, trace_service=endpoint.trace_service)
 
 
 def profiles_table(settings: Settings, name: str | None = None) -> Any:

@@ -34,12 +34,13 @@ import yaml
 from rich.console import Console
 from rich.text import Text
 
+from inferbox import aigateway
 from inferbox.config import Settings
 from inferbox.errors import InferboxError
-from inferbox.load import harness
+from inferbox.load import harness, tracing
 from inferbox.load.profiles import Profile
 from inferbox.load.runs import LoadTestOutcome, Selection, finish, issue_token, new_run_dir
-from inferbox.load.target import IN_CLUSTER_GATEWAY_URL
+from inferbox.load.target import IN_CLUSTER_GATEWAY_URL, KSERVE_OPENAI_PREFIX
 from inferbox.models.hosts import ingress_naming
 from inferbox.render import Renderer, sort_objects
 from inferbox.runner import Runner
@@ -91,6 +92,9 @@ class ClusterPlan:
     namespace: str = NAMESPACE
     host_header: str | None = None  # the model's gateway host (inferbox.models.hosts), with a tenant
     trace: bool = False  # every request carries a sampled traceparent and the run id (inferbox.load.tracing)
+    # Where the load goes: the Istio ingress gateway, or for an LLM the AI gateway (its OpenAI root).
+    base_url: str = IN_CLUSTER_GATEWAY_URL
+    openai_prefix: str = KSERVE_OPENAI_PREFIX
 
     @property
     def labels(self) -> dict[str, str]:
@@ -102,8 +106,8 @@ class ClusterPlan:
         return f"locust-master-{self.run_id}"
 
     def spec(self, load_dir: Path) -> harness.RunSpec:
-        return harness.RunSpec(profile=self.profile, model=self.model, base_url=IN_CLUSTER_GATEWAY_URL,
-                               host_header=self.host_header,
+        return harness.RunSpec(profile=self.profile, model=self.model, base_url=self.base_url,
+                               host_header=self.host_header, openai_prefix=self.openai_prefix,
                                workers=self.workers, run_dir=Path(RESULTS), load_dir=Path("/load"),
                                trace_run_id=self.run_id if self.trace else None)
 
@@ -182,14 +186,23 @@ def validate(objects: list[dict[str, Any]], kubernetes_version: str) -> None:
 
 
 def plan_for(settings: Settings, selection: Selection, *, workers: int, token: str | None,
-             now: datetime | None = None, trace: bool = False) -> ClusterPlan:
+             now: datetime | None = None, trace: bool = False, ai_gateway: bool = False) -> ClusterPlan:
+    """``ai_gateway``: the cluster runs the AI gateway; an LLM's load then goes through it, to the
+    tenant's OpenAI host (the model admits inference from it alone)."""
     from inferbox.tenants.render import pss_version
 
+    via_ai = ai_gateway and selection.tenant is not None and aigateway.serves_openai_only(selection.model)
+    if via_ai:
+        assert selection.tenant is not None
+        host: str | None = aigateway.tenant_host(selection.tenant, ingress_naming(settings).domain)
+    else:
+        host = ingress_naming(settings).isvc_host(selection.model.name, selection.tenant) if selection.tenant else None
     return ClusterPlan(run_id=run_id_for(selection.profile.name, now), profile=selection.profile,
                        model=selection.model.name, tenant=selection.tenant, workers=workers, image=locust_image(),
                        pss_version=pss_version(settings.versions.kubernetes.version), token=token,
-                       host_header=ingress_naming(settings).isvc_host(selection.model.name, selection.tenant)
-                       if selection.tenant else None, trace=trace)
+                       host_header=host, trace=trace,
+                       base_url=aigateway.IN_CLUSTER_URL if via_ai else IN_CLUSTER_GATEWAY_URL,
+                       openai_prefix=aigateway.OPENAI_PREFIX if via_ai else KSERVE_OPENAI_PREFIX)
 
 
 # -- act -------------------------------------------------------------------------------------------
@@ -244,19 +257,22 @@ def run(settings: Settings, selection: Selection, *, workers: int, console: Cons
     token = None
     if selection.tenant and not dry_run:
         token = issue_token(settings, selection.tenant, selection.profile.duration, console)
-    plan = plan_for(settings, selection, workers=workers, token=token if not dry_run else None, trace=trace)
+    # A dry run reads no cluster: it assumes the AI gateway as bootstrap installs it by default.
+    kube = None if dry_run else Kube.connect(context=settings.kube_context)
+    ai_gateway = settings.ai_gateway if kube is None else aigateway.installed(kube)
+    plan = plan_for(settings, selection, workers=workers, token=token if not dry_run else None, trace=trace,
+                    ai_gateway=ai_gateway)
     objects = render(plan, manifests=settings.root / "manifests", load_dir=settings.root / "load")
     validate(objects, settings.versions.kubernetes.version)
-    if dry_run:
+    if kube is None:
         console.print(to_yaml(objects), markup=False, highlight=False, soft_wrap=True)
         return None
-    kube = Kube.connect(context=settings.kube_context)
     run_dir = new_run_dir(settings, selection.model.name, selection.profile.name)
     (run_dir / "manifests.yaml").write_text(to_yaml([o for o in objects if o["kind"] != "Secret"]))
     started = datetime.now(UTC)
     apply(kube, objects)
     console.print(f"in-cluster load test {plan.run_id}: {workers} workers in namespace {plan.namespace} -> "
-                  f"{IN_CLUSTER_GATEWAY_URL} (Host {plan.host_header or '-'})", markup=False, highlight=False)
+                  f"{plan.base_url} (Host {plan.host_header or '-'})", markup=False, highlight=False)
     try:
         with console.status(Text(f"{plan.run_id}: running {selection.profile.name} for "
                                  f"{selection.profile.duration}s in the cluster ...")):
@@ -264,5 +280,7 @@ def run(settings: Settings, selection: Selection, *, workers: int, console: Cons
     finally:
         cleanup(kube, objects)
     return finish(settings, run_dir, selection, console, target="cluster (in-cluster Locust)",
-                  base_url=IN_CLUSTER_GATEWAY_URL, workers=workers, started=started, finished=datetime.now(UTC),
-                  prometheus_url=prometheus_url, previous=previous)
+                  base_url=plan.base_url, workers=workers, started=started, finished=datetime.now(UTC),
+                  prometheus_url=prometheus_url, previous=previous,
+                  trace_service=aigateway.TRACE_SERVICE if plan.base_url == aigateway.IN_CLUSTER_URL
+                  else tracing.ENTRY_SERVICE)

@@ -88,14 +88,14 @@ def versions_used(settings: Settings, **extra: str) -> dict[str, str]:
 
 def finish(settings: Settings, run_dir: Path, selection: Selection, console: Console, *, target: str, base_url: str,
            workers: int, started: datetime, finished: datetime, prometheus_url: str | None,
-           previous: Path | None) -> LoadTestOutcome:
+           previous: Path | None, trace_service: str = tracing.ENTRY_SERVICE) -> LoadTestOutcome:
     """From Locust's result to summary.json, report.html, the printed verdict (and the breach)."""
     result = json.loads((run_dir / harness.RESULT_FILE).read_text())
     summary = verdict.build_summary(
         result, run=run_dir.name, profile=selection.profile, model=selection.model.name, target=target,
         base_url=base_url, tenant=selection.tenant, workers=workers, versions=versions_used(settings),
         started=started.isoformat(timespec="seconds"), finished=finished.isoformat(timespec="seconds"))
-    if (traces := tracing.summary_block(result, run_dir)) is not None:
+    if (traces := tracing.summary_block(result, run_dir, service=trace_service)) is not None:
         summary["tracing"] = traces
     rows: list[dict[str, Any]] = []
     if previous is not None:

@@ -22,6 +22,7 @@ from enum import StrEnum
 from urllib.parse import urlsplit
 
 from inferbox.errors import ConfigError, InferboxError
+from inferbox.load.tracing import ENTRY_SERVICE
 
 # kind's host port for the Istio ingress gateway (manifests/kind-config.yaml.j2 -> node port 30080).
 GATEWAY_URL = "http://127.0.0.1:8080"
@@ -63,6 +64,8 @@ class Endpoint:
     host_header: str | None
     description: str
     openai_prefix: str = KSERVE_OPENAI_PREFIX
+    # Whose spans a traced run's Jaeger search looks at: the first proxy the requests meet.
+    trace_service: str = ENTRY_SERVICE
 
     @property
     def hostname(self) -> str:

@@ -29,7 +29,8 @@ RUN_TAG = "inferbox.loadtest"
 TRACEPARENT = re.compile(r"^00-(?P<trace_id>[0-9a-f]{32})-(?P<parent_id>[0-9a-f]{16})-01$")
 JAEGER_URL = f"http://127.0.0.1:{JAEGER_QUERY_PORT}"
 # The first proxy a request meets on the platform, as Istio names its spans' service
-# (<canonical service>.<namespace>): the ingress gateway.
+# (<canonical service>.<namespace>): the ingress gateway; an LLM's requests meet the AI gateway's
+# Envoy first, whose spans the EnvoyProxy names (inferbox.aigateway.TRACE_SERVICE).
 ENTRY_SERVICE = "istio-ingressgateway.istio-ingress"
 
 
@@ -57,14 +58,17 @@ def read_trace_ids(run_dir: Path) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def summary_block(result: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any] | None:
-    """summary.json's ``tracing``: what was tagged, how many, where the ids are, and the URLs."""
+def summary_block(result: dict[str, Any], run_dir: Path | None = None, *,
+                  service: str = ENTRY_SERVICE) -> dict[str, Any] | None:
+    """summary.json's ``tracing``: what was tagged, how many, where the ids are, and the URLs
+    (searching the spans of ``service``, the first proxy the requests met)."""
     tracing = result.get("tracing")
     if not tracing:
         return None
     ids = read_trace_ids(run_dir) if run_dir is not None else []
     block = {**tracing, "jaeger": {
-        "search": search_url(tracing["run_id"], start_s=result.get("started"), end_s=result.get("finished")),
+        "search": search_url(tracing["run_id"], start_s=result.get("started"), end_s=result.get("finished"),
+                             service=service),
         "first_trace": trace_url(ids[0]) if ids else None,
     }}
     return block

@@ -26,6 +26,7 @@ from pathlib import Path
 from inferbox.errors import InferboxError
 from inferbox.local import client
 from inferbox.models.catalog import ModelSpec
+from inferbox.models.render import openai_server_flags
 from inferbox.tools.nvidia import GpuReport
 
 # vLLM's KV cache on the CPU, in GiB (VLLM_CPU_KVCACHE_SPACE, vllm/envs.py). SmolLM2-135M in bfloat16
@@ -84,7 +85,7 @@ def server_argv(python: Path, model: ModelSpec, model_dir: Path, port: int, devi
             "--dtype", device.dtype, "--disable-uvicorn-access-log"]
     if device.max_model_len is not None:
         argv += ["--max-model-len", str(device.max_model_len)]
-    return argv
+    return argv + openai_server_flags(model)  # as on the cluster (inferbox.models.render)
 
 
 def server_env(cache: Path, device: Device) -> dict[str, str]:

@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from inferbox import aigateway
 from inferbox.config import Settings
 from inferbox.errors import ConfigError, InferboxError
 from inferbox.k8s import Kube
@@ -140,7 +141,8 @@ def chat_local(settings: Settings, name: str, *, prompt: str | None, max_tokens:
 def predict_cluster(settings: Settings, name: str, *, tenant: str | None, data: str | None = None,
                     kube: Kube | None = None, prompt: str | None = None,
                     max_tokens: int = DEFAULT_MAX_TOKENS) -> list[str]:
-    """Call a tenant's model through the Istio ingress gateway with a fresh token; one line per protocol."""
+    """Call a tenant's model through the Istio ingress gateway (an LLM through the AI gateway, where
+    it runs) with a fresh token; one line per protocol."""
     from inferbox.models import gateway
 
     if prompt is not None or max_tokens != DEFAULT_MAX_TOKENS:
@@ -153,9 +155,19 @@ def predict_cluster(settings: Settings, name: str, *, tenant: str | None, data: 
     kube = kube or _kube(settings)
     host = gateway.model_host(kube, name, owner.namespace)
     issued, warning = token_for(settings, tenant=owner.name, ttl="5m")
-    with gateway.gateway_port(settings, kube) as port:
-        calls = gateway.call(port, host, issued.token, gateway.requests_for(spec, parse_instances(data)))
+    instances = parse_instances(data)
     lines = [f"warning: {warning}"] if warning else []
+    via_ai = aigateway.installed(kube) and aigateway.serves_openai_only(spec)
+    if via_ai:
+        # The model admits inference from the AI gateway alone (its ai-gateway-only policy).
+        ai_host = aigateway.tenant_host(owner.name, ingress_naming(settings).domain)
+        with gateway.ai_gateway_port(kube) as port:
+            calls = gateway.call(port, ai_host, issued.token,
+                                 gateway.requests_for(spec, instances, openai_prefix=aigateway.OPENAI_PREFIX))
+        return lines + [f"{c.protocol} POST {ai_host}{c.path} (AI gateway) -> {json.dumps(c.answer.body)}"
+                        for c in calls]
+    with gateway.gateway_port(settings, kube) as port:
+        calls = gateway.call(port, host, issued.token, gateway.requests_for(spec, instances))
     return lines + [f"{c.protocol} POST {host}{c.path} -> {json.dumps(c.answer.body)}" for c in calls]
 
 

@@ -4,7 +4,9 @@ gateway, with a short-lived token for the tenant, exactly as a client outside th
 The Host header is the InferenceService's own URL (``status.url``: KServe's domain template decides
 it), the token comes from the tenant's keyring. On kind the gateway is on the host already (the
 kind config maps 127.0.0.1:8080 to its node port); elsewhere the request goes through a
-port-forward to a gateway pod that this module opens and closes.
+port-forward to a gateway pod that this module opens and closes. Where the AI gateway runs, an
+LLM is called through it instead (a port-forward to its proxies), at the tenant's OpenAI host:
+the model admits inference from the AI gateway alone.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from inferbox import aigateway
+from inferbox.bootstrap.phases import ENVOY_GATEWAY_NAMESPACE
 from inferbox.bootstrap.providers import GATEWAY_HTTP_PORT
 from inferbox.config import Provider, Settings
 from inferbox.errors import InferboxError
 from inferbox.hints import invoke
 from inferbox.k8s import Kube, ObjectRef
+from inferbox.load.target import KSERVE_OPENAI_PREFIX
 from inferbox.local import client
 from inferbox.models.catalog import ModelSpec
 
@@ -52,8 +57,10 @@ def model_host(kube: Kube, name: str, namespace: str) -> str:
     return host
 
 
-def requests_for(spec: ModelSpec, instances: list[Any] | None) -> list[tuple[str, str, dict[str, Any]]]:
-    """(protocol, path, body) for each protocol the model's runtime offers."""
+def requests_for(spec: ModelSpec, instances: list[Any] | None, *,
+                 openai_prefix: str = KSERVE_OPENAI_PREFIX) -> list[tuple[str, str, dict[str, Any]]]:
+    """(protocol, path, body) for each protocol the model's runtime offers; the OpenAI path under
+    ``openai_prefix`` (KServe's /openai, or the AI gateway's root)."""
     calls: list[tuple[str, str, dict[str, Any]]] = []
     protocols = set(spec.protocols)
     if protocols & {"v1", "v2"}:
@@ -66,7 +73,7 @@ def requests_for(spec: ModelSpec, instances: list[Any] | None) -> list[tuple[str
         if "v2" in protocols:
             calls.append(("v2", client.v2_path(spec.name), client.v2_request(instances)))
     if "openai" in protocols:
-        calls.append(("openai", "/openai/v1/chat/completions",
+        calls.append(("openai", f"{openai_prefix}/v1/chat/completions",
                       {"model": spec.name, "max_tokens": 64,
                        "messages": [{"role": "user", "content": CHAT_PROMPT}]}))
     return calls
@@ -78,12 +85,26 @@ def gateway_port(settings: Settings, kube: Kube) -> Iterator[int]:
     if settings.provider is Provider.KIND:
         yield GATEWAY_HTTP_PORT
         return
+    with forwarded(kube, GATEWAY_NAMESPACE, GATEWAY_SERVICE, GATEWAY_PORT) as port:
+        yield port
+
+
+@contextmanager
+def ai_gateway_port(kube: Kube) -> Iterator[int]:
+    """A local port that reaches the AI gateway (a ClusterIP Service: a port-forward to a proxy pod)."""
+    with forwarded(kube, ENVOY_GATEWAY_NAMESPACE, aigateway.GATEWAY_SERVICE, aigateway.GATEWAY_PORT) as port:
+        yield port
+
+
+@contextmanager
+def forwarded(kube: Kube, namespace: str, service: str, service_port: int) -> Iterator[int]:
+    """A local port forwarded, through the API server, to a ready pod behind ``service``."""
     from inferbox.k8s.portforward import LocalForward, pod_connector
     from inferbox.observability.dashboards import service_backend
 
-    pod, port = service_backend(kube, GATEWAY_NAMESPACE, GATEWAY_SERVICE, GATEWAY_PORT)
-    forward = LocalForward(pod_connector(kube.api_client, GATEWAY_NAMESPACE, pod, port), local_port=0,
-                           name=f"gateway {GATEWAY_NAMESPACE}/{pod}:{port}")
+    pod, port = service_backend(kube, namespace, service, service_port)
+    forward = LocalForward(pod_connector(kube.api_client, namespace, pod, port), local_port=0,
+                           name=f"{service} {namespace}/{pod}:{port}")
     local = forward.start()
     try:
         yield local

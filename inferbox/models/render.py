@@ -57,6 +57,20 @@ def check_options(model: ModelSpec, options: RenderOptions) -> None:
             raise RenderRefused(f"--storage-uri {exc}") from None
 
 
+# vLLM reports token usage on every response, streamed ones included, even when the client does
+# not ask (stream_options.include_usage): the AI gateway charges token budgets from that usage, and
+# it asks for it itself only on chat completions (ai-gateway internal/endpointspec/endpointspec.go@v1.1.0),
+# so a streamed /v1/completions would otherwise cost nothing. KServe's Hugging Face server passes
+# it to vLLM (kserve python/huggingfaceserver/huggingfaceserver/vllm/vllm_model.py@v0.20.0,
+# enable_force_include_usage); vLLM 0.24.0's FrontendArgs.enable_force_include_usage.
+FORCE_INCLUDE_USAGE = "--enable-force-include-usage"
+
+
+def openai_server_flags(model: ModelSpec) -> list[str]:
+    """Flags every OpenAI-serving model's server gets beside its catalog arguments."""
+    return [FORCE_INCLUDE_USAGE] if "openai" in model.protocols else []
+
+
 def render_context(model: ModelSpec, *, namespace: str, tenant: str, options: RenderOptions) -> dict[str, Any]:
     check_options(model, options)
     resources, args = model.resolved(cpu_fallback=options.cpu_fallback)
@@ -73,7 +87,7 @@ def render_context(model: ModelSpec, *, namespace: str, tenant: str, options: Re
         "canary_percent": options.canary_percent,
         "gpus": resources.gpus,
         "storage_uri": options.storage_uri or model.storage_uri,
-        "args": args.argv(),
+        "args": args.argv() + openai_server_flags(model),
         "resources": resources.manifest(),
     }
 

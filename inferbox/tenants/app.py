@@ -17,8 +17,9 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from inferbox import aigateway
 from inferbox.aigateway import JWKS_MAX_BYTES, JWKS_URL, TenantGateway, jwks_configmap, openai_models
-from inferbox.bootstrap.phases import AI_GATEWAY_NAME, ENVOY_GATEWAY_NAMESPACE, JWKS_REFRESH
+from inferbox.bootstrap.phases import ENVOY_GATEWAY_NAMESPACE, JWKS_REFRESH
 from inferbox.bootstrap.providers import PROVIDER_NAMESPACES
 from inferbox.config import Settings
 from inferbox.errors import ConfigError, InferboxError, NotFound
@@ -87,8 +88,9 @@ def tenant_rules(settings: Settings, directory: Path | None = None) -> TenantRul
     bounds in ``bounds.toml`` beside the tenant files."""
     catalog_path = default_catalog_path(settings.root)
     bounds_path = (directory or tenants_dir(settings)) / BOUNDS_FILE
+    catalog = load_catalog(catalog_path)
     return TenantRules(reserved=platform_namespaces(settings),
-                       models=frozenset(load_catalog(catalog_path).models),
+                       models=frozenset(catalog.models), openai_models=openai_models(catalog),
                        bounds=load_bounds(bounds_path, shown=display_path(bounds_path, settings.root)),
                        catalog=display_path(catalog_path, settings.root),
                        bounds_file=display_path(bounds_path, settings.root))
@@ -126,7 +128,7 @@ def tenant_gateway(settings: Settings, *, installed: bool, monitoring: bool, jwk
     choice without the AI gateway, whose proxies serve the endpoint). Raises ConfigError on
     another value, or ``remote`` without the AI gateway."""
     try:
-        mode = JwksMode(jwks or (JwksMode.REMOTE if installed else JwksMode.INLINE))
+        mode = JwksMode(jwks if jwks is not None else (JwksMode.REMOTE if installed else JwksMode.INLINE))
     except ValueError:
         raise ConfigError("command line", [("jwks", f"{jwks!r} is not one of remote, inline")]) from None
     if not installed:
@@ -140,7 +142,6 @@ def tenant_gateway(settings: Settings, *, installed: bool, monitoring: bool, jwk
                          jwks_uri=JWKS_URL if mode is JwksMode.REMOTE else None, monitoring=monitoring)
 
 
-AI_GATEWAY = ObjectRef("gateway.networking.k8s.io/v1", "Gateway", AI_GATEWAY_NAME, ENVOY_GATEWAY_NAMESPACE)
 PROMETHEUS_RULE_CRD = ObjectRef("apiextensions.k8s.io/v1", "CustomResourceDefinition",
                                 "prometheusrules.monitoring.coreos.com")
 
@@ -233,9 +234,13 @@ def tenants_apply(settings: Settings, console: Console, *, tenant: str | None = 
     check_model_hosts(settings, tenants)
     kube = kube or connect(settings)
     store = keystore(settings)
-    installed = _exists(kube, AI_GATEWAY)
+    installed = aigateway.installed(kube)
     gateway = tenant_gateway(settings, installed=installed, monitoring=_exists(kube, PROMETHEUS_RULE_CRD),
                              jwks=jwks)
+    if not installed:
+        for budgeted in (t for t in select(tenants, tenant) if t.token_budgets):
+            console.print(styled(f"tenants/{budgeted.name}.yaml: tokenBudgets: not enforced: the AI gateway is not "
+                                 "installed on this cluster (bootstrap without --no-ai-gateway)", "yellow"))
     if installed:
         # The keys first: a tenant that fetches them must find the current set.
         keys = publish_jwks(settings, kube, store, dry_run=dry_run)
@@ -479,6 +484,16 @@ def verify_isolation(settings: Settings, console: Console, *, base_url: str, ten
     ai_cases, no_ai = _ai_gateway_cases(settings, declared, other_tenant, model=ai_model, budget=ai_budget) \
         if ai else ([], "")
     ai_routed = ai_host or tenant_host(tenant, ingress_naming(settings).domain)
+    llm = next((c.model for c in ai_cases if c.model and c.expected == 200), None)
+    if llm is not None and not settings.knative:
+        # The bypass: the LLM's own KServe host through the Istio ingress, with a valid token. Its
+        # pods admit inference from the AI gateway alone (manifests/tenant/aigateway.yaml.j2).
+        valid = next(c for c in cases if c.flaw == "none")
+        bypass = replace(valid, name="OpenAI via the ingress", expected=403,
+                         description=f"{llm}'s own host, past the AI gateway and its budget")
+        probes += [isolation.probe(f"{base_url.rstrip('/')}/openai/v1/chat/completions", bypass,
+                                   host=ingress_naming(settings).isvc_host(llm, declared.namespace),
+                                   body=isolation.chat_request(llm), timeout_s=timeout_s)]
     ai_probes = isolation.run_ai(ai_base_url, ai_cases, host=ai_routed, timeout_s=timeout_s,
                                  budget_timeout_s=ai_budget_timeout_s)
     probes += ai_probes

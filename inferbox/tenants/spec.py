@@ -187,11 +187,16 @@ def _unique(values: Sequence[str], what: str) -> None:
         seen.add(value)
 
 
+MAX_CALLERS = 128
+
+
 class Callers(_Strict):
     """Who may call the tenant's models: JWT subjects (``sub``) and/or members of groups (``groups``)."""
 
-    subjects: list[Caller] = Field(default_factory=list)
-    groups: list[Caller] = Field(default_factory=list)
+    # At most 128 each: the AI gateway's authorization lists them as the values of one JWT claim
+    # rule (gateway api/v1alpha1/authorization_types.go@v1.9.0, JWTClaim.Values MaxItems=128).
+    subjects: list[Caller] = Field(default_factory=list, max_length=MAX_CALLERS)
+    groups: list[Caller] = Field(default_factory=list, max_length=MAX_CALLERS)
 
     @field_validator("subjects", "groups")
     @classmethod
@@ -292,6 +297,8 @@ class TenantRules:
 
     reserved: frozenset[str] = KUBERNETES_NAMESPACES
     models: frozenset[str] | None = None
+    # The catalog's models that speak OpenAI, the only ones token budgets count (None: not checked).
+    openai_models: frozenset[str] | None = None
     bounds: Bounds = field(default_factory=Bounds)
     catalog: str = "models/catalog.yaml"
     bounds_file: str = f"tenants/{BOUNDS_FILE}"
@@ -330,6 +337,10 @@ def rule_problems(tenant: Tenant, rules: TenantRules) -> list[tuple[str, str]]:
         known = ", ".join(sorted(rules.models))
         problems += [(f"models[{i}]", f"{model!r} is not in {rules.catalog} (known: {known})")
                      for i, model in enumerate(tenant.models) if model not in rules.models]
+    if tenant.token_budgets and rules.openai_models is not None and not set(tenant.models) & rules.openai_models:
+        problems.append(("tokenBudgets", "the tenant lists no model that speaks OpenAI "
+                                         f"({', '.join(sorted(rules.openai_models))} in {rules.catalog}): budgets "
+                                         "count the tokens of its OpenAI endpoint on the AI gateway only"))
     return problems
 
 

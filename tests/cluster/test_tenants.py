@@ -106,7 +106,7 @@ def test_changes_touch_exactly_the_right_objects(tenants: Tenants, kube: Kube) -
     assert live["spec"]["rules"][0]["from"][0]["source"]["requestPrincipals"] == [
         f"https://issuer.inferbox.local/tenants/{a}/iris-web"]
 
-    tenants.edit(a, lambda d: d.update(models=[]))
+    tenants.edit(a, lambda d: d.update(models=[], tokenBudgets=[]))  # budgets need an OpenAI model
     assert changed(tenants.apply()) == {"ConfigMap/inferbox-tenant": Outcome.CONFIGURED}
 
     tenants.edit(a, lambda d: d.pop("rateLimit"))

@@ -162,3 +162,34 @@ def test_the_in_cluster_path_does_not_import_the_task_layer(root: Path) -> None:
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     assert "inferbox.load.app" not in imported and "inferbox.load.runs" in imported
+
+
+def test_an_llm_is_loaded_through_the_ai_gateway_where_it_runs(make_settings: Callable[..., Settings]) -> None:
+    from inferbox import aigateway
+    from inferbox.load.runs import Selection
+    from inferbox.load.target import IN_CLUSTER_GATEWAY_URL, KSERVE_OPENAI_PREFIX
+    from inferbox.models.catalog import default_catalog_path, load_catalog
+
+    settings = make_settings()
+    catalog = load_catalog(default_catalog_path(settings.root))
+    profiles = load_profiles(default_profiles_path(settings.root)).profiles
+
+    def planned(model: str, profile: str, *, ai_gateway: bool) -> incluster.ClusterPlan:
+        selection = Selection(profile=profiles[profile], model=catalog.get(model), tenant="tenant-a")
+        return incluster.plan_for(settings, selection, workers=1, token=None, ai_gateway=ai_gateway)
+
+    llm = planned("smollm2-local", "chat-smoke", ai_gateway=True)
+    # The model admits inference from the AI gateway alone: its Service, the tenant's OpenAI host, its root.
+    assert (llm.base_url, llm.host_header, llm.openai_prefix) == (
+        aigateway.IN_CLUSTER_URL, "tenant-a.ai.example.com", "")
+    assert llm.spec(Path("/load")).openai_prefix == ""
+    without = planned("smollm2-local", "chat-smoke", ai_gateway=False)
+    assert (without.base_url, without.host_header, without.openai_prefix) == (
+        IN_CLUSTER_GATEWAY_URL, "smollm2-local-tenant-a.example.com", KSERVE_OPENAI_PREFIX)
+    iris = planned("sklearn-iris", "smoke", ai_gateway=True)  # predictive models keep the ingress path
+    assert (iris.base_url, iris.host_header) == (IN_CLUSTER_GATEWAY_URL, "sklearn-iris-tenant-a.example.com")
+
+
+def test_dry_run_is_for_the_in_cluster_manifests_only(make_settings: Callable[..., Settings]) -> None:
+    with pytest.raises(ConfigError, match="with --in-cluster"):
+        run_loadtest(make_settings(), None, None, "smoke", dry_run=True, console=Console(file=io.StringIO()))

@@ -43,3 +43,14 @@ def test_bad_flag_values_are_clear_errors(root: Path, args: tuple[str, ...]) -> 
     result = invoke(root, *args)
     assert result.returncode == 1
     assert "is not one of" in result.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("verify-isolation", "--timeout", "abc"), "--timeout: 'abc' is not a number"),
+    (("dashboards", "--grafana-port", "3k"), "--grafana-port: '3k' is not a whole number"),
+])
+def test_a_typed_flag_with_a_wrong_value_is_one_line_not_a_traceback(root: Path, args: tuple[str, ...],
+                                                                     message: str) -> None:
+    result = invoke(root, *args)
+    assert result.returncode == 1
+    assert result.stderr.strip() == message and "Traceback" not in result.stderr

@@ -358,17 +358,26 @@ def test_the_jwks_endpoint_serves_the_public_keys_at_the_url_the_verifiers_fetch
     assert filt["spec"]["directResponse"]["body"]["valueRef"]["name"] == configmap["metadata"]["name"]
 
 
-def test_publish_refuses_a_key_set_the_endpoint_cannot_serve(store: KeyStore, settings: Settings) -> None:
-    for _ in range(30):
+def test_publish_refuses_a_key_set_a_configmap_cannot_hold(store: KeyStore, settings: Settings) -> None:
+    # 40 keys fit (Envoy Gateway lifts Envoy's 4 KiB direct-response limit to the body's size).
+    for _ in range(40):
         store.rotate()
-    assert len(store.jwks_json().encode()) > JWKS_MAX_BYTES
+    applied: list[dict[str, Any]] = []
 
-    class NoApply:
-        def apply(self, *args: Any, **kwargs: Any) -> None:
-            raise AssertionError("nothing may be applied")
+    class Recorder:
+        def apply(self, obj: dict[str, Any], **kwargs: Any) -> None:
+            applied.append(obj)
+
+    assert app.publish_jwks(settings, Recorder(), store, dry_run=False) == 41  # type: ignore[arg-type]
+    assert json.loads(applied[0]["data"][JWKS_CONFIGMAP_KEY]) == store.jwks()
+
+    class Huge(KeyStore):
+        def jwks_json(self) -> str:
+            return json.dumps({"keys": [{"kid": "k" * JWKS_MAX_BYTES}]})
 
     with pytest.raises(InferboxError, match="retire old keys"):
-        app.publish_jwks(settings, NoApply(), store, dry_run=False)  # type: ignore[arg-type]
+        app.publish_jwks(settings, Recorder(), Huge(store.directory), dry_run=False)  # type: ignore[arg-type]
+    assert len(applied) == 1  # nothing more was applied
 
 
 def test_jwks_mode_choice(settings: Settings) -> None:
@@ -436,3 +445,54 @@ def test_the_proxies_meet_the_mesh_outbound_only(store: KeyStore, settings: Sett
     # Meshed clients reach the proxies' plain ports without mTLS.
     rule = only(platform_objects(settings, store.jwks_json()), "DestinationRule")
     assert rule["spec"] == {"host": JWKS_URL.split("/")[2], "trafficPolicy": {"tls": {"mode": "DISABLE"}}}
+
+
+def test_budgets_need_a_model_the_gateway_counts(tmp_path: Path) -> None:
+    from inferbox.tenants.spec import TenantRules
+
+    rules = TenantRules(models=frozenset(CATALOG.models), openai_models=openai_models(CATALOG))
+    path = tmp_path / "alpha.yaml"
+    with pytest.raises(ConfigError) as info:
+        parse_tenant({**ALPHA, "models": ["sklearn-iris"]}, path, rules=rules)
+    [(where, why)] = info.value.problems
+    assert where == "tokenBudgets" and "lists no model that speaks OpenAI" in why and "smollm2-local" in why
+    assert parse_tenant(ALPHA, path, rules=rules).token_budgets  # with an OpenAI model it is fine
+
+
+def test_callers_fit_one_gateway_claim_rule(tmp_path: Path) -> None:
+    many = {**ALPHA, "callers": {"subjects": [f"app-{i}" for i in range(129)]}}
+    with pytest.raises(ConfigError) as info:
+        parse_tenant(many, tmp_path / "alpha.yaml")
+    assert [where for where, _ in info.value.problems] == ["callers.subjects"]
+    assert "at most 128" in info.value.problems[0][1]
+
+
+@pytest.mark.parametrize(("percent", "fraction"), [(1.0, 100), (0.5, 50), (2.5, 250), (99.99, 9999), (100, 10_000),
+                                                   (0, 0)])
+def test_the_gateway_samples_the_same_percentage_as_the_mesh(tmp_path: Path, percent: float, fraction: int) -> None:
+    settings = build_settings(PROJECT_ROOT, state_dir=tmp_path, trace_sampling_percent=percent)
+    context = gateway_context(settings, JWKS)
+    proxy = only(platform_objects(settings, JWKS), "EnvoyProxy")
+    assert proxy["spec"]["telemetry"]["tracing"]["samplingFraction"] == {"numerator": fraction,
+                                                                         "denominator": 10_000}
+    assert context["tracing"]["sampling_percent"] == percent  # what the mesh's Telemetry gets
+
+
+def test_the_models_admit_inference_only_from_the_gateway(store: KeyStore, settings: Settings) -> None:
+    objects = render(ALPHA, store)
+    proxy = only(platform_objects(settings, store.jwks_json()), "EnvoyProxy")
+    account = proxy["spec"]["provider"]["kubernetes"]["envoyServiceAccount"]["name"]
+    identity = f"cluster.local/ns/{proxy['metadata']['namespace']}/sa/{account}"  # Istio's principal form
+    deny = only(objects, "AuthorizationPolicy", "smollm2-local-ai-gateway-only")
+    assert deny["spec"]["action"] == "DENY"
+    assert deny["spec"]["selector"] == {"matchLabels": {"serving.kserve.io/inferenceservice": "smollm2-local"}}
+    [rule] = deny["spec"]["rules"]
+    assert rule["from"] == [{"source": {"notPrincipals": [identity]}}]
+    # Health checks stay open, as the ALLOW policy opens them (GET, no token).
+    allow = only(objects, "AuthorizationPolicy", "allow-callers")
+    health = next(r["to"][0]["operation"]["paths"] for r in allow["spec"]["rules"] if "from" not in r)
+    assert rule["to"] == [{"operation": {"notPaths": health}}]
+    # Not for the predictive model (it keeps the ingress path), nor in Knative mode (the activator calls).
+    assert not [o for o in objects if o["metadata"]["name"] == "sklearn-iris-ai-gateway-only"]
+    knative = render_tenant(Tenant.model_validate(ALPHA), ISSUER, store.jwks_json(), gateway=gateway(), knative=True)
+    assert not [o for o in knative if o["metadata"]["name"].endswith("-ai-gateway-only")]

@@ -243,22 +243,39 @@ def answer_as_expected(url: str, cases: list[isolation.Case], **_: Any) -> list[
     return [isolation.Probe(c, c.expected) for c in cases]
 
 
+class Ingress(QuietHandler):
+    """The Istio ingress in front of an LLM on the AI gateway: its pods refuse anyone but the
+    gateway (the ai-gateway-only DENY policy), which Envoy answers 403 "RBAC: access denied"."""
+
+    seen: list[tuple[str, str]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).seen.append((self.headers["Host"], self.path))
+        self.reply(403, b"RBAC: access denied", "text/plain")
+
+
 def test_verify_isolation_covers_both_paths_in_one_table(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(isolation, "run", answer_as_expected)
     # tenant-a's smallest budget (tenants/tenant-a.yaml): 20000 total tokens per minute.
     gateway = Gateway(app.keystore(settings), budget=20000, cost=2500)
     out = io.StringIO()
-    with http_server(handler(gateway)) as url:
-        probes = app.verify_isolation(settings, Console(file=out, width=250), base_url="http://127.0.0.1:9",
+    Ingress.seen = []
+    with http_server(handler(gateway)) as url, http_server(Ingress) as ingress:
+        probes = app.verify_isolation(settings, Console(file=out, width=250), base_url=ingress,
                                       ai_base_url=url)
     ai = [p for p in probes if p.case.path == isolation.AI_GATEWAY]
-    assert len(probes) == 16 + 6 and len(ai) == 6 and all(p.ok for p in probes)
+    assert len(probes) == 16 + 1 + 6 and len(ai) == 6 and all(p.ok for p in probes)
+    # The LLM's own KServe host through the ingress, with a valid token, is refused.
+    assert Ingress.seen == [("smollm2-local-tenant-a.example.com", "/openai/v1/chat/completions")]
+    [bypass] = [p for p in probes if p.case.name == "OpenAI via the ingress"]
+    assert bypass.status == 403 and bypass.case.path == isolation.MESH
     assert ai[-1].detail == "429 after 8 requests, 17500 total tokens spent in this minute"
     assert {s["host"] for s in gateway.seen} == {"tenant-a.ai.example.com"}
     # The model it may not use: the catalog's first OpenAI model tenant-a does not list.
     assert [s["body"]["model"] for s in gateway.seen[:5]] == ["smollm2-local"] * 3 + ["phi-2", "smollm2-local"]
     text = out.getvalue()
-    assert "ai-gateway" in text and "mesh" in text and "all 22 cases answered as expected" in text
+    assert "ai-gateway" in text and "mesh" in text and "all 23 cases answered as expected" in text
     assert "token budget is spent" in text
 
 
@@ -277,8 +294,8 @@ def test_without_ai_or_budget(settings: Settings, monkeypatch: pytest.MonkeyPatc
     probes = app.verify_isolation(settings, Console(file=io.StringIO()), base_url="http://127.0.0.1:9", ai=False)
     assert len(probes) == 16 and all(p.case.path == isolation.MESH for p in probes)
     gateway = Gateway(app.keystore(settings), budget=None)
-    with http_server(handler(gateway)) as url:
-        probes = app.verify_isolation(settings, Console(file=io.StringIO()), base_url="http://127.0.0.1:9",
+    with http_server(handler(gateway)) as url, http_server(Ingress) as ingress:
+        probes = app.verify_isolation(settings, Console(file=io.StringIO()), base_url=ingress,
                                       ai_base_url=url, ai_budget=False)
     assert probes[-1].skipped and probes[-1].case.skip == "--no-ai-budget" and len(gateway.seen) == 5
     # tenant-c may use no OpenAI model: the AI path is skipped, saying why.
