@@ -78,8 +78,8 @@ RATELIMIT_PORT = 8081
 
 def sampling_fraction(percent: float) -> dict[str, int]:
     """``percent`` as Envoy Gateway's samplingFraction (gateway api/v1alpha1/shared_types.go@v1.9.0,
-    Tracing.SamplingFraction: numerator over denominator), to a hundredth of a percent."""
-    return {"numerator": round(percent * 100), "denominator": 10_000}
+    Tracing.SamplingFraction: numerator over denominator), to a ten-thousandth of a percent."""
+    return {"numerator": round(percent * 10_000), "denominator": 1_000_000}
 
 
 def cost_key(tokens: str) -> str:

@@ -24,7 +24,15 @@ from inferbox.k8s import Kube
 from inferbox.load import harness, incluster
 from inferbox.load import summary as verdict
 from inferbox.load.profiles import Profile, ProfilesFile, default_profiles_path, display_path, load_profiles
-from inferbox.load.runs import LoadTestOutcome, Selection, finish, issue_token, loadtests_dir, new_run_dir
+from inferbox.load.runs import (
+    LoadTestOutcome,
+    Selection,
+    finish,
+    issue_token,
+    loadtests_dir,
+    new_run_dir,
+    warn_budgets,
+)
 from inferbox.load.target import (
     GATEWAY_URL,
     Endpoint,
@@ -144,8 +152,11 @@ def run_loadtest(settings: Settings, model: str | None, tenant: str | None, prof
                 # through it (a port-forward to its proxies), to the tenant's OpenAI host.
                 port = stack.enter_context(ai_gateway_port(kube))
                 ai_host = aigateway.tenant_host(selection.tenant, ingress_naming(settings).domain)
-                endpoint = Endpoint(f"http://127.0.0.1:{port}", ai_host, f"the AI gateway (routing {ai_host})",
+                # The tunnel is in every latency figure: --in-cluster measures without it.
+                endpoint = Endpoint(f"http://127.0.0.1:{port}", ai_host,
+                                    f"the AI gateway (routing {ai_host}, through a port-forward)",
                                     openai_prefix=aigateway.OPENAI_PREFIX, trace_service=aigateway.TRACE_SERVICE)
+                warn_budgets(settings, selection.tenant, console)
                 return _run(settings, selection, endpoint, kind, workers=workers, console=console, runner=runner,
                             prometheus_url=prometheus_url, previous=previous, trace=trace)
         endpoint = endpoint_for(settings, selection, kind, host=host, i_own_this_host=i_own_this_host, local=local,

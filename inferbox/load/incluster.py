@@ -39,7 +39,7 @@ from inferbox.config import Settings
 from inferbox.errors import InferboxError
 from inferbox.load import harness, tracing
 from inferbox.load.profiles import Profile
-from inferbox.load.runs import LoadTestOutcome, Selection, finish, issue_token, new_run_dir
+from inferbox.load.runs import LoadTestOutcome, Selection, finish, issue_token, new_run_dir, warn_budgets
 from inferbox.load.target import IN_CLUSTER_GATEWAY_URL, KSERVE_OPENAI_PREFIX
 from inferbox.models.hosts import ingress_naming
 from inferbox.render import Renderer, sort_objects
@@ -264,6 +264,8 @@ def run(settings: Settings, selection: Selection, *, workers: int, console: Cons
                     ai_gateway=ai_gateway)
     objects = render(plan, manifests=settings.root / "manifests", load_dir=settings.root / "load")
     validate(objects, settings.versions.kubernetes.version)
+    if plan.base_url == aigateway.IN_CLUSTER_URL and plan.tenant is not None:
+        warn_budgets(settings, plan.tenant, console)
     if kube is None:
         console.print(to_yaml(objects), markup=False, highlight=False, soft_wrap=True)
         return None

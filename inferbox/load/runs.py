@@ -118,3 +118,16 @@ def finish(settings: Settings, run_dir: Path, selection: Selection, console: Con
     if breached:
         raise verdict.SloBreached(breached, run_dir)
     return LoadTestOutcome(run_dir, summary)
+
+
+def warn_budgets(settings: Settings, name: str, console: Console) -> None:
+    """Through the AI gateway the load spends the tenant's token budgets: say so before it does."""
+    from inferbox.tenants.app import load as load_tenants
+    from inferbox.tenants.spec import select as select_tenant
+
+    (tenant,) = select_tenant(load_tenants(settings), name)
+    if tenant.token_budgets:
+        budgets = ", ".join(f"{b.tokens} {b.count} tokens per {b.per}" for b in tenant.token_budgets)
+        console.print(f"this load spends {name}'s token budgets ({budgets}; tenants/{name}.yaml tokenBudgets): over "
+                      "one, the gateway answers 429, counted as errors", style="yellow", markup=False,
+                      highlight=False)

@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from inferbox.errors import InferboxError
-from inferbox.models.catalog import ModelSpec, check_storage_uri
+from inferbox.models.catalog import ModelSpec, RuntimeArgs, check_storage_uri
 from inferbox.render import Renderer
 
 API_VERSION = "serving.kserve.io/v1beta1"
@@ -66,9 +66,13 @@ def check_options(model: ModelSpec, options: RenderOptions) -> None:
 FORCE_INCLUDE_USAGE = "--enable-force-include-usage"
 
 
-def openai_server_flags(model: ModelSpec) -> list[str]:
-    """Flags every OpenAI-serving model's server gets beside its catalog arguments."""
-    return [FORCE_INCLUDE_USAGE] if "openai" in model.protocols else []
+def openai_server_flags(model: ModelSpec, args: RuntimeArgs | None = None) -> list[str]:
+    """Flags an OpenAI-serving model's server gets beside its catalog arguments ``args``: only
+    where vLLM runs. KServe's Hugging Face backend parses its own flags, drops the rest
+    (huggingfaceserver/__main__.py@v0.20.0, parse_known_args) and reports no usage on streams."""
+    if "openai" not in model.protocols or (args is not None and args.backend == "huggingface"):
+        return []
+    return [FORCE_INCLUDE_USAGE]
 
 
 def render_context(model: ModelSpec, *, namespace: str, tenant: str, options: RenderOptions) -> dict[str, Any]:
@@ -87,7 +91,7 @@ def render_context(model: ModelSpec, *, namespace: str, tenant: str, options: Re
         "canary_percent": options.canary_percent,
         "gpus": resources.gpus,
         "storage_uri": options.storage_uri or model.storage_uri,
-        "args": args.argv() + openai_server_flags(model),
+        "args": args.argv() + openai_server_flags(model, args),
         "resources": resources.manifest(),
     }
 

@@ -92,6 +92,7 @@ def render_tenant(tenant: Tenant, issuer: str, jwks: str, *, audience: str = AUD
     ai = gateway.tenant_context(tenant) if gateway is not None else None
     context = {"tenant": tenant, "issuer": tenant_issuer(tenant.name, issuer), "audience": audience, "jwks": jwks,
                "knative": knative, "ai": ai, "jwks_uri": gateway.jwks_uri if gateway is not None else None,
+               "gateway_principal": _gateway_principal() if gateway is not None else None,
                "gateway_pods": _gateway_pods(),
                "pss_version": pod_security_version}
     templates = [f"tenant/{name}" for name in TEMPLATES]
@@ -101,6 +102,12 @@ def render_tenant(tenant: Tenant, issuer: str, jwks: str, *, audience: str = AUD
         templates.append(f"tenant/{AI_GATEWAY_TEMPLATE}")
     objects = [obj for template in templates for obj in renderer.objects(template, **context)]
     return sort_tenant_objects(_label(objects, tenant_labels(tenant.name)))
+
+
+def _gateway_principal() -> str:
+    from inferbox.aigateway import GATEWAY_PRINCIPAL
+
+    return GATEWAY_PRINCIPAL
 
 
 def _gateway_pods() -> dict[str, Any]:

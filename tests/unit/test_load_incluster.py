@@ -193,3 +193,12 @@ def test_an_llm_is_loaded_through_the_ai_gateway_where_it_runs(make_settings: Ca
 def test_dry_run_is_for_the_in_cluster_manifests_only(make_settings: Callable[..., Settings]) -> None:
     with pytest.raises(ConfigError, match="with --in-cluster"):
         run_loadtest(make_settings(), None, None, "smoke", dry_run=True, console=Console(file=io.StringIO()))
+
+
+def test_a_dry_run_for_an_llm_says_it_would_spend_the_budgets(make_settings: Callable[..., Settings]) -> None:
+    out = io.StringIO()
+    run_loadtest(make_settings(), "smollm2-local", "tenant-a", "chat-smoke", in_cluster=True, dry_run=True,
+                 console=Console(file=out, width=400))
+    text = out.getvalue()
+    assert "this load spends tenant-a's token budgets (20000 total tokens per minute" in text
+    assert "http://inferbox-ai.envoy-gateway-system.svc.cluster.local" in text and "tenant-a.ai.example.com" in text

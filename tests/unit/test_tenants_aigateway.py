@@ -467,14 +467,14 @@ def test_callers_fit_one_gateway_claim_rule(tmp_path: Path) -> None:
     assert "at most 128" in info.value.problems[0][1]
 
 
-@pytest.mark.parametrize(("percent", "fraction"), [(1.0, 100), (0.5, 50), (2.5, 250), (99.99, 9999), (100, 10_000),
-                                                   (0, 0)])
+@pytest.mark.parametrize(("percent", "fraction"), [(1.0, 10_000), (0.5, 5000), (2.5, 25_000), (99.99, 999_900),
+                                                   (100, 1_000_000), (0, 0), (0.004, 40)])
 def test_the_gateway_samples_the_same_percentage_as_the_mesh(tmp_path: Path, percent: float, fraction: int) -> None:
     settings = build_settings(PROJECT_ROOT, state_dir=tmp_path, trace_sampling_percent=percent)
     context = gateway_context(settings, JWKS)
     proxy = only(platform_objects(settings, JWKS), "EnvoyProxy")
     assert proxy["spec"]["telemetry"]["tracing"]["samplingFraction"] == {"numerator": fraction,
-                                                                         "denominator": 10_000}
+                                                                         "denominator": 1_000_000}
     assert context["tracing"]["sampling_percent"] == percent  # what the mesh's Telemetry gets
 
 
@@ -496,3 +496,30 @@ def test_the_models_admit_inference_only_from_the_gateway(store: KeyStore, setti
     assert not [o for o in objects if o["metadata"]["name"] == "sklearn-iris-ai-gateway-only"]
     knative = render_tenant(Tenant.model_validate(ALPHA), ISSUER, store.jwks_json(), gateway=gateway(), knative=True)
     assert not [o for o in knative if o["metadata"]["name"].endswith("-ai-gateway-only")]
+
+
+def test_no_model_of_any_name_serves_openai_past_the_gateway(store: KeyStore) -> None:
+    # A tenant may deploy an LLM under a name it lists for something else: the OpenAI paths of the
+    # whole namespace admit the gateway alone, with or without an OpenAI model in its list.
+    for doc in (ALPHA, {**ALPHA, "models": ["sklearn-iris"], "tokenBudgets": []}):
+        deny = only(render(doc, store), "AuthorizationPolicy", "openai-via-ai-gateway")
+        assert "selector" not in deny["spec"] and deny["spec"]["action"] == "DENY"
+        assert deny["spec"]["rules"] == [{"from": [{"source": {"notPrincipals": [
+            f"cluster.local/ns/{ENVOY_GATEWAY_NAMESPACE}/sa/{AI_GATEWAY_NAME}"]}}],
+            "to": [{"operation": {"paths": ["/openai/*"]}}]}]
+    without = render_tenant(Tenant.model_validate(ALPHA), ISSUER, store.jwks_json())
+    knative = render_tenant(Tenant.model_validate(ALPHA), ISSUER, store.jwks_json(), gateway=gateway(), knative=True)
+    for objects in (without, knative):
+        assert not [o for o in objects if o["metadata"]["name"] == "openai-via-ai-gateway"]
+
+
+def test_usage_on_every_stream_only_where_vllm_serves(store: KeyStore) -> None:
+    from inferbox.models.render import FORCE_INCLUDE_USAGE, openai_server_flags
+
+    llm, iris = CATALOG.get("qwen-small"), CATALOG.get("sklearn-iris")
+    gpu_args = llm.resolved(cpu_fallback=False)[1]
+    cpu_args = llm.resolved(cpu_fallback=True)[1]
+    assert openai_server_flags(llm, gpu_args) == [FORCE_INCLUDE_USAGE]
+    # KServe's Hugging Face backend (qwen's CPU fallback) would drop the flag: not given.
+    assert cpu_args.backend == "huggingface" and openai_server_flags(llm, cpu_args) == []
+    assert openai_server_flags(iris) == []
