@@ -24,7 +24,6 @@ from inferbox.bootstrap.phases import (
     TRACING_PROVIDER,
 )
 from inferbox.config import Settings
-from inferbox.errors import NotFound
 from inferbox.k8s import Kube, ObjectRef
 from inferbox.models.hosts import ingress_naming
 
@@ -187,10 +186,7 @@ OPENAI_PREFIX = ""
 
 def installed(kube: Kube) -> bool:
     """Does the cluster run the AI gateway (its Gateway exists)?"""
-    try:
-        return kube.get(AI_GATEWAY_REF) is not None
-    except NotFound:  # the Gateway API CRDs are not installed
-        return False
+    return kube.exists(AI_GATEWAY_REF)
 
 
 def serves_openai_only(model: ModelSpec) -> bool:

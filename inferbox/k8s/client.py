@@ -119,6 +119,13 @@ class Kube:
             return None
         return dict(obj.to_dict())
 
+    def exists(self, ref: ObjectRef) -> bool:
+        """Is ``ref`` there? False too when its kind is not served (its CRD is not installed)."""
+        try:
+            return self.get(ref) is not None
+        except NotFound:
+            return False
+
     def list(self, api_version: str, kind: str, namespace: str | None = None, *,
              label_selector: str | None = None, field_selector: str | None = None) -> list[dict[str, Any]]:
         res = self.resource(api_version, kind)

@@ -22,7 +22,7 @@ from inferbox.aigateway import JWKS_MAX_BYTES, JWKS_URL, TenantGateway, jwks_con
 from inferbox.bootstrap.phases import ENVOY_GATEWAY_NAMESPACE, JWKS_REFRESH
 from inferbox.bootstrap.providers import PROVIDER_NAMESPACES
 from inferbox.config import Settings
-from inferbox.errors import ConfigError, InferboxError, NotFound
+from inferbox.errors import ConfigError, InferboxError
 from inferbox.hints import invoke
 from inferbox.k8s import Kube, ObjectRef
 from inferbox.models.catalog import default_catalog_path, load_catalog
@@ -146,13 +146,6 @@ PROMETHEUS_RULE_CRD = ObjectRef("apiextensions.k8s.io/v1", "CustomResourceDefini
                                 "prometheusrules.monitoring.coreos.com")
 
 
-def _exists(kube: Kube, ref: ObjectRef) -> bool:
-    try:
-        return kube.get(ref) is not None
-    except NotFound:  # its CRD is not installed
-        return False
-
-
 def publish_jwks(settings: Settings, kube: Kube, store: KeyStore, *, dry_run: bool) -> int:
     """Put the key store's public keys into the JWKS endpoint's ConfigMap; the number of keys.
     Raises InferboxError when the set is over the endpoint's size limit."""
@@ -169,10 +162,7 @@ KNATIVE_SERVING = ObjectRef("operator.knative.dev/v1beta1", "KnativeServing", "k
 
 def knative_installed(kube: Kube) -> bool:
     """Does the cluster run Knative Serving (the knative-serving phase's KnativeServing)?"""
-    try:
-        return kube.get(KNATIVE_SERVING) is not None
-    except NotFound:  # the operator's CRD is not installed
-        return False
+    return kube.exists(KNATIVE_SERVING)
 
 
 def schema_check(settings: Settings, crds: Sequence[Path] = ()) -> Callable[[list[dict[str, Any]]], None]:
@@ -235,7 +225,7 @@ def tenants_apply(settings: Settings, console: Console, *, tenant: str | None = 
     kube = kube or connect(settings)
     store = keystore(settings)
     installed = aigateway.installed(kube)
-    gateway = tenant_gateway(settings, installed=installed, monitoring=_exists(kube, PROMETHEUS_RULE_CRD),
+    gateway = tenant_gateway(settings, installed=installed, monitoring=kube.exists(PROMETHEUS_RULE_CRD),
                              jwks=jwks)
     if not installed:
         for budgeted in (t for t in select(tenants, tenant) if t.token_budgets):
