@@ -35,11 +35,23 @@ if TYPE_CHECKING:
 # (manifests/aigateway/gateway.yaml.j2: spec.provider.kubernetes.envoyService.name).
 GATEWAY_SERVICE = AI_GATEWAY_NAME
 GATEWAY_FQDN = f"{GATEWAY_SERVICE}.{ENVOY_GATEWAY_NAMESPACE}.svc.cluster.local"
+# In-cluster clients (the in-cluster load tests) reach the tenants' OpenAI endpoints here, on the
+# Gateway's tenants listener (manifests/aigateway/gateway.yaml.j2).
+IN_CLUSTER_URL = f"http://{GATEWAY_FQDN}"
+GATEWAY_PORT = 80
+# The AI gateway serves the OpenAI API at the root (ai-gateway-helm endpointConfig.rootPrefix "/",
+# openai "": /v1/chat/completions), where KServe's own server mounts it under /openai.
+OPENAI_PREFIX = ""
+AI_GATEWAY_REF = ObjectRef("gateway.networking.k8s.io/v1", "Gateway", AI_GATEWAY_NAME, ENVOY_GATEWAY_NAMESPACE)
+# The labels Envoy Gateway puts on the Gateway's proxy pods (gateway
+# internal/infrastructure/kubernetes/proxy/resource.go@v1.9.0, the owning-gateway labels).
+PROXY_POD_LABELS = {"gateway.envoyproxy.io/owning-gateway-name": AI_GATEWAY_NAME,
+                    "gateway.envoyproxy.io/owning-gateway-namespace": ENVOY_GATEWAY_NAMESPACE}
 # The proxies' mesh identity: their ServiceAccount, named by the EnvoyProxy (envoyServiceAccount.name),
 # in Istio's principal form (trust domain cluster.local, the mesh default).
+GATEWAY_PRINCIPAL = f"cluster.local/ns/{ENVOY_GATEWAY_NAMESPACE}/sa/{AI_GATEWAY_NAME}"
 # The service name of the AI gateway's spans (EnvoyProxy telemetry.tracing.provider.serviceName).
 TRACE_SERVICE = f"{AI_GATEWAY_NAME}.{ENVOY_GATEWAY_NAMESPACE}"
-GATEWAY_PRINCIPAL = f"cluster.local/ns/{ENVOY_GATEWAY_NAMESPACE}/sa/{AI_GATEWAY_NAME}"
 # The JWKS endpoint, the "JWT server" of the seed: the gateway answers it from a ConfigMap
 # (HTTPRouteFilter directResponse, gateway api/v1alpha1/httproutefilter_types.go@v1.9.0), so it
 # needs no server of its own. Both verifiers fetch it: istiod for the sidecars' RequestAuthentication
@@ -73,6 +85,10 @@ EMPTY_JWKS = '{"keys": []}'
 # Envoy Gateway's xDS server and its rate-limit service's gRPC port (TLS both), which the proxies dial.
 XDS_PORT = 18000
 RATELIMIT_PORT = 8081
+# The AIGatewayRoute (and the HTTPRoute the AI gateway generates from it, same name) of a tenant.
+TENANT_ROUTE = "inferbox-openai"
+# The recording rule each tenant's budgets become (tokens per second each allows).
+BUDGET_RECORD = "inferbox:tenant_token_budget:per_second"
 
 
 def sampling_fraction(percent: float) -> dict[str, int]:
@@ -122,13 +138,6 @@ def gateway_context(settings: Settings, jwks: str | None = None) -> dict[str, An
     }
 
 
-
-# The AIGatewayRoute (and the HTTPRoute the AI gateway generates from it, same name) of a tenant.
-TENANT_ROUTE = "inferbox-openai"
-# The recording rule each tenant's budgets become (tokens per second each allows).
-BUDGET_RECORD = "inferbox:tenant_token_budget:per_second"
-
-
 @dataclass(frozen=True)
 class TenantGateway:
     """How tenants meet the AI gateway, when it is installed.
@@ -174,14 +183,6 @@ def jwks_configmap(settings: Settings, jwks: str) -> dict[str, Any]:
                                                                 **gateway_context(settings, jwks))
     return configmap
 
-
-AI_GATEWAY_REF = ObjectRef("gateway.networking.k8s.io/v1", "Gateway", AI_GATEWAY_NAME, ENVOY_GATEWAY_NAMESPACE)
-# In-cluster clients (the in-cluster load tests) reach the tenants' OpenAI endpoints here.
-IN_CLUSTER_URL = f"http://{GATEWAY_FQDN}"
-GATEWAY_PORT = 80  # the Gateway's tenants listener (manifests/aigateway/gateway.yaml.j2)
-# The AI gateway serves the OpenAI API at the root (ai-gateway-helm endpointConfig.rootPrefix "/",
-# openai "": /v1/chat/completions), where KServe's own server mounts it under /openai.
-OPENAI_PREFIX = ""
 
 
 def installed(kube: Kube) -> bool:

@@ -56,6 +56,7 @@ TRACING_NAMESPACE = "tracing"
 # (jaegertracing/helm-charts charts/jaeger/templates/_helpers.tpl, at the pinned chart): Deployment and
 # Service "jaeger", OTLP gRPC on 4317, the query UI on 16686 (templates/jaeger/jaeger-service.yaml).
 JAEGER_DEPLOYMENT = "jaeger"
+JAEGER_HOST = f"{JAEGER_DEPLOYMENT}.{TRACING_NAMESPACE}.svc.cluster.local"
 JAEGER_OTLP_GRPC_PORT = 4317
 JAEGER_QUERY_PORT = 16686
 JAEGER_GRPC_QUERY_PORT = 16685
@@ -185,7 +186,6 @@ def build_plan(settings: Settings, *, gpu: bool) -> Plan:
         phases += ai_gateway_phases(settings, phase)
     if settings.monitoring:
         phases += tracing_phases(phase)
-    if settings.monitoring:
         phases.append(phase(
             "monitoring", "kube-prometheus-stack", "monitoring", release="kube-prometheus-stack",
             timeout_s=600, expected_s=150,
@@ -280,8 +280,7 @@ def _extproc_tracing(settings: Settings) -> dict[str, str]:
     if not settings.monitoring:
         return {}
     env = {"OTEL_SERVICE_NAME": "ai-gateway-extproc", "OTEL_TRACES_EXPORTER": "otlp",
-           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{JAEGER_DEPLOYMENT}.{TRACING_NAMESPACE}.svc.cluster.local:"
-                                          f"{JAEGER_OTLP_GRPC_PORT}",
+           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{JAEGER_HOST}:{JAEGER_OTLP_GRPC_PORT}",
            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "AI_GATEWAY_TRACING_SEMCONV": "gen_ai"}
     return {"extProc.extraEnvVars": json.dumps([{"name": k, "value": v} for k, v in env.items()])}
 
@@ -293,7 +292,7 @@ def _istiod_values(settings: Settings) -> dict[str, str]:
         # mesh/v1alpha1/config.proto@1.30.3, OpenTelemetryTracingProvider); the tracing phase's
         # Telemetry turns it on.
         values["meshConfig.extensionProviders"] = json.dumps([{"name": TRACING_PROVIDER, "opentelemetry": {
-            "service": f"{JAEGER_DEPLOYMENT}.{TRACING_NAMESPACE}.svc.cluster.local", "port": JAEGER_OTLP_GRPC_PORT}}])
+            "service": JAEGER_HOST, "port": JAEGER_OTLP_GRPC_PORT}}])
     return values
 
 
@@ -308,8 +307,7 @@ def tracing_phases(phase: Callable[..., Phase]) -> list[Phase]:
         phase("kiali", "kiali-server", "istio-system", release="kiali", depends_on=("istiod", "monitoring", "tracing"),
               timeout_s=300, expected_s=40, set_values={
                   "external_services.prometheus.url": PROMETHEUS_URL,
-                  "external_services.tracing.internal_url":
-                      f"http://{JAEGER_DEPLOYMENT}.{TRACING_NAMESPACE}.svc.cluster.local:{JAEGER_GRPC_QUERY_PORT}",
+                  "external_services.tracing.internal_url": f"http://{JAEGER_HOST}:{JAEGER_GRPC_QUERY_PORT}",
                   # Kiali's links to traces open the Jaeger UI where `invoke dashboards` forwards it.
                   "external_services.tracing.external_url": f"http://127.0.0.1:{JAEGER_QUERY_PORT}",
               }, checks=(

@@ -144,6 +144,7 @@ def run_loadtest(settings: Settings, model: str | None, tenant: str | None, prof
     selection = select(settings, catalog, profile=profile, model=model, tenant=tenant, target=kind,
                        profiles_path=profiles_path)
     with contextlib.ExitStack() as stack:
+        endpoint = None
         if kind is Target.CLUSTER and host is None and selection.tenant \
                 and aigateway.serves_openai_only(selection.model):
             kube = Kube.connect(context=settings.kube_context)
@@ -157,10 +158,9 @@ def run_loadtest(settings: Settings, model: str | None, tenant: str | None, prof
                                     f"the AI gateway (routing {ai_host}, through a port-forward)",
                                     openai_prefix=aigateway.OPENAI_PREFIX, trace_service=aigateway.TRACE_SERVICE)
                 warn_budgets(settings, selection.tenant, console)
-                return _run(settings, selection, endpoint, kind, workers=workers, console=console, runner=runner,
-                            prometheus_url=prometheus_url, previous=previous, trace=trace)
-        endpoint = endpoint_for(settings, selection, kind, host=host, i_own_this_host=i_own_this_host, local=local,
-                                catalog=catalog)
+        if endpoint is None:
+            endpoint = endpoint_for(settings, selection, kind, host=host, i_own_this_host=i_own_this_host,
+                                    local=local, catalog=catalog)
         return _run(settings, selection, endpoint, kind, workers=workers, console=console, runner=runner,
                     prometheus_url=prometheus_url, previous=previous, trace=trace)
 

@@ -93,8 +93,20 @@ class ClusterPlan:
     host_header: str | None = None  # the model's gateway host (inferbox.models.hosts), with a tenant
     trace: bool = False  # every request carries a sampled traceparent and the run id (inferbox.load.tracing)
     # Where the load goes: the Istio ingress gateway, or for an LLM the AI gateway (its OpenAI root).
-    base_url: str = IN_CLUSTER_GATEWAY_URL
-    openai_prefix: str = KSERVE_OPENAI_PREFIX
+    via_ai_gateway: bool = False
+
+    @property
+    def base_url(self) -> str:
+        return aigateway.IN_CLUSTER_URL if self.via_ai_gateway else IN_CLUSTER_GATEWAY_URL
+
+    @property
+    def openai_prefix(self) -> str:
+        return aigateway.OPENAI_PREFIX if self.via_ai_gateway else KSERVE_OPENAI_PREFIX
+
+    @property
+    def trace_service(self) -> str:
+        """The first proxy the requests meet, whose spans a traced run's Jaeger search looks at."""
+        return aigateway.TRACE_SERVICE if self.via_ai_gateway else tracing.ENTRY_SERVICE
 
     @property
     def labels(self) -> dict[str, str]:
@@ -200,9 +212,7 @@ def plan_for(settings: Settings, selection: Selection, *, workers: int, token: s
     return ClusterPlan(run_id=run_id_for(selection.profile.name, now), profile=selection.profile,
                        model=selection.model.name, tenant=selection.tenant, workers=workers, image=locust_image(),
                        pss_version=pss_version(settings.versions.kubernetes.version), token=token,
-                       host_header=host, trace=trace,
-                       base_url=aigateway.IN_CLUSTER_URL if via_ai else IN_CLUSTER_GATEWAY_URL,
-                       openai_prefix=aigateway.OPENAI_PREFIX if via_ai else KSERVE_OPENAI_PREFIX)
+                       host_header=host, trace=trace, via_ai_gateway=via_ai)
 
 
 # -- act -------------------------------------------------------------------------------------------
@@ -264,7 +274,7 @@ def run(settings: Settings, selection: Selection, *, workers: int, console: Cons
                     ai_gateway=ai_gateway)
     objects = render(plan, manifests=settings.root / "manifests", load_dir=settings.root / "load")
     validate(objects, settings.versions.kubernetes.version)
-    if plan.base_url == aigateway.IN_CLUSTER_URL and plan.tenant is not None:
+    if plan.via_ai_gateway and plan.tenant is not None:
         warn_budgets(settings, plan.tenant, console)
     if kube is None:
         console.print(to_yaml(objects), markup=False, highlight=False, soft_wrap=True)
@@ -283,6 +293,4 @@ def run(settings: Settings, selection: Selection, *, workers: int, console: Cons
         cleanup(kube, objects)
     return finish(settings, run_dir, selection, console, target="cluster (in-cluster Locust)",
                   base_url=plan.base_url, workers=workers, started=started, finished=datetime.now(UTC),
-                  prometheus_url=prometheus_url, previous=previous,
-                  trace_service=aigateway.TRACE_SERVICE if plan.base_url == aigateway.IN_CLUSTER_URL
-                  else tracing.ENTRY_SERVICE)
+                  prometheus_url=prometheus_url, previous=previous, trace_service=plan.trace_service)

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from inferbox.aigateway import BUDGET_RECORD
-from inferbox.bootstrap.phases import AI_GATEWAY_NAME, ENVOY_GATEWAY_NAMESPACE, build_plan
+from inferbox.aigateway import BUDGET_RECORD, PROXY_POD_LABELS
+from inferbox.bootstrap.phases import ENVOY_GATEWAY_NAMESPACE, build_plan
 from inferbox.bootstrap.plan import Phase, Plan
 from inferbox.config import Settings
 from inferbox.errors import InferboxError
@@ -49,11 +49,7 @@ GATEWAY_MONITOR = "istio-ingressgateway"
 AI_GATEWAY_MONITOR = "ai-gateway"
 AI_GATEWAY_METRICS_PORT = "aigw-admin"
 AI_GATEWAY_METRICS_PATH = "/metrics"
-AI_GATEWAY_POD_LABELS = {
-    "gateway.envoyproxy.io/owning-gateway-name": AI_GATEWAY_NAME,
-    "gateway.envoyproxy.io/owning-gateway-namespace": ENVOY_GATEWAY_NAMESPACE,
-    "app.kubernetes.io/managed-by": "envoy-gateway",
-}
+AI_GATEWAY_POD_LABELS = {**PROXY_POD_LABELS, "app.kubernetes.io/managed-by": "envoy-gateway"}
 # Tokens per second each tenant spends, per token_type (input, output, total), over TOKENS_WINDOW.
 TOKENS_RECORD = "inferbox:tenant_tokens:rate5m"
 TOKENS_WINDOW = "5m"

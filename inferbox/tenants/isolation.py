@@ -211,21 +211,28 @@ def craft_cases(store: KeyStore, *, tenant: str, other_tenant: str, subject: str
 
 def probe(url: str, case: Case, *, host: str | None = None, body: dict[str, Any] | None = None,
           timeout_s: float = 10.0) -> Probe:
-    """POST ``body`` to ``url`` with the case's token; the HTTP status, whatever it is."""
+    """POST ``body`` to ``url`` with the case's token; the HTTP status, whatever it is (the Host
+    header routes: the InferenceService's host, inferbox.models.hosts, or the tenant's AI host)."""
+    status, text = _post(url, case.token, body if body is not None else IRIS_REQUEST, host=host, timeout_s=timeout_s)
+    return Probe(case, status, "" if status is not None and status < 400 else text)
+
+
+def _post(url: str, token: str | None, body: dict[str, Any], *, host: str | None,
+          timeout_s: float) -> tuple[int | None, str]:
+    """(status, body text) of one POST; status None when nothing answered (the reason as text)."""
     headers = {"Content-Type": "application/json"}
     if host:
-        headers["Host"] = host  # the gateway routes by the InferenceService's host (inferbox.models.hosts)
-    if case.token is not None:
-        headers["Authorization"] = f"Bearer {case.token}"
-    data = json.dumps(body if body is not None else IRIS_REQUEST).encode()
-    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+        headers["Host"] = host
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return Probe(case, response.status)
+            return response.status, response.read(1 << 20).decode(errors="replace")
     except urllib.error.HTTPError as exc:
-        return Probe(case, exc.code, exc.read(300).decode(errors="replace").strip())
+        return exc.code, exc.read(300).decode(errors="replace").strip()
     except (urllib.error.URLError, OSError) as exc:
-        return Probe(case, None, f"no answer: {getattr(exc, 'reason', exc)}")
+        return None, f"no answer: {getattr(exc, 'reason', exc)}"
 
 
 def run(url: str, cases: Sequence[Case], *, host: str | None = None, timeout_s: float = 10.0) -> list[Probe]:
@@ -298,24 +305,6 @@ def budget_prompt_words(budget: Budget, max_words: int = BUDGET_MAX_PROMPT_WORDS
     if budget.count == "output":
         return 0
     return max(0, min(max_words, budget.tokens // 10))
-
-
-def _post(url: str, token: str | None, body: dict[str, Any], *, host: str | None,
-          timeout_s: float) -> tuple[int | None, str]:
-    """(status, body text) of one POST; status None when nothing answered (the reason as text)."""
-    headers = {"Content-Type": "application/json"}
-    if host:
-        headers["Host"] = host
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return response.status, response.read(1 << 20).decode(errors="replace")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(300).decode(errors="replace").strip()
-    except (urllib.error.URLError, OSError) as exc:
-        return None, f"no answer: {getattr(exc, 'reason', exc)}"
 
 
 def _spent(text: str, count: str) -> int | None:

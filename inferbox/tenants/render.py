@@ -88,12 +88,17 @@ def render_tenant(tenant: Tenant, issuer: str, jwks: str, *, audience: str = AUD
     JWT policy and token budgets, and its sidecars fetch the keys from the JWKS endpoint
     (``gateway.jwks_uri``) instead of carrying them inline.
     """
+    # Imported here: inferbox.aigateway needs the plan's names, and the plan the catalog, which
+    # reads this package's quantities.
+    from inferbox.aigateway import GATEWAY_PRINCIPAL, PROXY_POD_LABELS
+    from inferbox.bootstrap.phases import ENVOY_GATEWAY_NAMESPACE
+
     renderer = _renderer(manifests)
     ai = gateway.tenant_context(tenant) if gateway is not None else None
     context = {"tenant": tenant, "issuer": tenant_issuer(tenant.name, issuer), "audience": audience, "jwks": jwks,
                "knative": knative, "ai": ai, "jwks_uri": gateway.jwks_uri if gateway is not None else None,
-               "gateway_principal": _gateway_principal() if gateway is not None else None,
-               "gateway_pods": _gateway_pods(),
+               "gateway_principal": GATEWAY_PRINCIPAL if gateway is not None else None,
+               "gateway_pods": {"namespace": ENVOY_GATEWAY_NAMESPACE, "labels": PROXY_POD_LABELS},
                "pss_version": pod_security_version}
     templates = [f"tenant/{name}" for name in TEMPLATES]
     if tenant.rate_limit is not None:
@@ -102,22 +107,6 @@ def render_tenant(tenant: Tenant, issuer: str, jwks: str, *, audience: str = AUD
         templates.append(f"tenant/{AI_GATEWAY_TEMPLATE}")
     objects = [obj for template in templates for obj in renderer.objects(template, **context)]
     return sort_tenant_objects(_label(objects, tenant_labels(tenant.name)))
-
-
-def _gateway_principal() -> str:
-    from inferbox.aigateway import GATEWAY_PRINCIPAL
-
-    return GATEWAY_PRINCIPAL
-
-
-def _gateway_pods() -> dict[str, Any]:
-    """Where the AI gateway's proxies run and the labels Envoy Gateway puts on them
-    (gateway internal/infrastructure/kubernetes/proxy/resource.go@v1.9.0, owning-gateway labels)."""
-    from inferbox.bootstrap.phases import AI_GATEWAY_NAME, ENVOY_GATEWAY_NAMESPACE
-
-    return {"namespace": ENVOY_GATEWAY_NAMESPACE,
-            "labels": {"gateway.envoyproxy.io/owning-gateway-name": AI_GATEWAY_NAME,
-                       "gateway.envoyproxy.io/owning-gateway-namespace": ENVOY_GATEWAY_NAMESPACE}}
 
 
 def sort_tenant_objects(objects: Iterable[dict[str, Any]], *, reverse: bool = False) -> list[dict[str, Any]]:
